@@ -1,0 +1,210 @@
+"""Settings of the serving pod: one typed definition per knob.
+
+`BatchingConfig` is the single definition of the batching knobs. The same model validates
+the guide's environment variables (`BATCHING_STRATEGY`, `MAX_BATCH_SIZE`, ...), the body of
+`POST /batching/configure`, and the operator's parsed `spec.batching` / `spec.adaptive`, so the
+three cannot drift apart. `config_hash()` is what `/batching/stats` reports and what the operator
+compares after a push.
+
+This module imports nothing heavier than pydantic: the operator image (no torch) imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "ENV_BY_FIELD",
+    "BatchingConfig",
+    "ServerSettings",
+    "Strategy",
+    "parse_model_specs",
+]
+
+
+class Strategy(StrEnum):
+    SINGLE_REQUEST = "single_request"
+    BATCH_OPTIMIZED = "batch_optimized"
+    ADAPTIVE = "adaptive"
+
+
+class BatchingConfig(BaseModel):
+    """The batching configuration in force; every change applies at the next batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    enable: bool = Field(
+        True, description="Dynamic batching on. Off means every request runs alone (single_request)."
+    )
+    strategy: Strategy = Field(
+        Strategy.ADAPTIVE, description="single_request, batch_optimized or adaptive."
+    )
+    max_batch_size: int = Field(
+        32, ge=1, le=1024, description="Cap on requests per model call; the engine may take fewer."
+    )
+    max_wait_time_ms: float = Field(
+        10.0, ge=0, le=60_000, description="How long the oldest queued request may wait for a batch to fill."
+    )
+    min_batch_size: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Requests to gather before a partial batch leaves; held at most one more max_wait_time_ms.",
+    )
+    max_queue_size: int = Field(
+        256, ge=1, le=1_000_000, description="Requests waiting per model before new ones get 429."
+    )
+    load_threshold: float = Field(
+        0.7, gt=0, le=1, description="adaptive: device busy fraction above which it batches."
+    )
+    latency_threshold_ms: float = Field(
+        200.0, gt=0, le=600_000, description="adaptive: p95 latency above which it batches harder."
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Self:
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError(
+                f"min_batch_size ({self.min_batch_size}) must be <= max_batch_size ({self.max_batch_size})"
+            )
+        return self
+
+    @property
+    def effective_strategy(self) -> Strategy:
+        """The strategy that runs: single_request whenever batching is disabled."""
+        return self.strategy if self.enable else Strategy.SINGLE_REQUEST
+
+    def updated(self, changes: Mapping[str, Any]) -> BatchingConfig:
+        """A new config with `changes` applied; raises pydantic.ValidationError naming the bad field."""
+        return BatchingConfig.model_validate({**self.model_dump(), **changes})
+
+    def config_hash(self) -> str:
+        """A stable short hash of the config, the same in the pod and in the operator."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BatchingConfig:
+        """Read the guide's environment variables; unset ones keep their defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field, env_name in ENV_BY_FIELD.items():
+            raw = environ.get(env_name)
+            if raw is not None and raw.strip() != "":
+                values[field] = raw.strip()
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ValueError(_env_error(exc)) from exc
+
+    def to_env(self) -> dict[str, str]:
+        """The guide's environment variables that reproduce this config (for the operator's ConfigMap)."""
+        dumped = self.model_dump(mode="json")
+        return {
+            env_name: (str(dumped[field]).lower() if isinstance(dumped[field], bool) else str(dumped[field]))
+            for field, env_name in ENV_BY_FIELD.items()
+        }
+
+
+ENV_BY_FIELD: dict[str, str] = {
+    "enable": "ENABLE_DYNAMIC_BATCHING",
+    "strategy": "BATCHING_STRATEGY",
+    "max_batch_size": "MAX_BATCH_SIZE",
+    "max_wait_time_ms": "MAX_WAIT_TIME_MS",
+    "min_batch_size": "MIN_BATCH_SIZE",
+    "max_queue_size": "MAX_QUEUE_SIZE",
+    "load_threshold": "LOAD_THRESHOLD",
+    "latency_threshold_ms": "LATENCY_THRESHOLD_MS",
+}
+
+
+def _env_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = error["loc"]
+        field = str(loc[0]) if loc else ""
+        name = ENV_BY_FIELD.get(field, field or "batching config")
+        parts.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(parts)
+
+
+def _env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def parse_model_specs(specs: list[str] | tuple[str, ...]) -> dict[str, Path]:
+    """Parse `NAME=PATH` items (from --model or CARPOOL_MODELS, comma separated) into a mapping."""
+    models: dict[str, Path] = {}
+    for spec in specs:
+        for item in (part.strip() for part in spec.split(",")):
+            if not item:
+                continue
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ValueError(f"a model is given as NAME=PATH, got {item!r}")
+            models[name.strip()] = Path(path.strip())
+    return models
+
+
+class ServerSettings(BaseModel):
+    """Everything `carpool serve` needs besides the batching knobs; see the README's table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    models: dict[str, Path] = Field(default_factory=dict, description="Explicit NAME -> PATH models.")
+    models_dir: Path | None = Field(None, description="Directory whose sub-directories are models.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    admin_token: str | None = Field(None, description="Bearer token /batching/configure requires.")
+    enable_metrics: bool = True
+    enable_logging: bool = True
+    max_text_chars: int = Field(20_000, ge=1, description="Longer texts are refused with 413.")
+    max_length: int = Field(128, ge=8, le=8192, description="Tokens per text fed to the model (truncated).")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
+        """Settings from the environment; keyword overrides (command-line flags) win when not None."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {
+            "batching": BatchingConfig.from_env(environ),
+            "enable_metrics": _env_flag(environ, "ENABLE_METRICS", True),
+            "enable_logging": _env_flag(environ, "ENABLE_LOGGING", True),
+        }
+        if environ.get("CARPOOL_MODELS"):
+            values["models"] = parse_model_specs([environ["CARPOOL_MODELS"]])
+        simple = {
+            "models_dir": "CARPOOL_MODELS_DIR",
+            "device": "CARPOOL_DEVICE",
+            "admin_token": "CARPOOL_ADMIN_TOKEN",
+            "max_text_chars": "CARPOOL_MAX_TEXT_CHARS",
+            "max_length": "CARPOOL_MAX_LENGTH",
+            "host": "CARPOOL_HOST",
+            "port": "CARPOOL_PORT",
+        }
+        for field, env_name in simple.items():
+            raw = environ.get(env_name)
+            if raw:
+                values[field] = raw
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from exc
