@@ -1,0 +1,293 @@
+"""A lean closed-loop HTTP/1.1 load generator for POST /predict.
+
+Why not httpx or aiohttp: on a 2-core machine the load generator shares the CPU with the server it
+measures, and every microsecond it spends parsing is taken from the model. This client keeps one
+keep-alive connection per simulated user, sends requests encoded once up front, parses only the
+status line and the framing headers, and runs on uvloop when it is installed. Each connection sends
+its next text as soon as the previous answer arrives (a closed loop, like wrk), so the concurrency
+is exactly the number of connections.
+
+A run has a warm-up, then a measured window of fixed length: a request counts towards throughput
+and latency when it completes inside the window. Responses outside 2xx and transport errors are
+counted over the whole run, warm-up included, so a run that reports zero had none at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+__all__ = ["LoadResult", "Target", "encode_requests", "run_load", "run_load_blocking"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the requests go: host, port and path prefix of a Carpool base URL (http only)."""
+
+    host: str
+    port: int
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"the bench speaks plain http to a host, got {url!r}")
+        return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/"))
+
+
+@dataclass
+class LoadResult:
+    """What one closed-loop run measured."""
+
+    concurrency: int
+    window_s: float
+    latencies_s: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> int:
+        """2xx answers completed inside the measured window."""
+        return len(self.latencies_s)
+
+    @property
+    def throughput(self) -> float:
+        return self.completed / self.window_s if self.window_s > 0 else 0.0
+
+    @property
+    def non_2xx(self) -> int:
+        return sum(count for status, count in self.statuses.items() if not 200 <= status < 300)
+
+    def _error(self, message: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(message)
+
+
+def encode_requests(target: Target, texts: Sequence[str], model: str) -> list[bytes]:
+    """One complete POST /predict request per text, headers and body, ready for the socket."""
+    host = target.host if target.port == 80 else f"{target.host}:{target.port}"
+    encoded = []
+    for text in texts:
+        body = json.dumps({"text": text, "models": [model]}, separators=(",", ":")).encode()
+        head = (
+            f"POST {target.prefix}/predict HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        encoded.append(head.encode("latin-1") + body)
+    return encoded
+
+
+class _ResponseError(Exception):
+    pass
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: write a request, resolve a future with (status, keep_alive)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bool]] | None = None
+        self._transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionResetError(f"connection closed by the server ({exc})"))
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._waiter is None or self._waiter.done():
+            return
+        try:
+            parsed = _parse_response(self._buffer)
+        except _ResponseError as exc:
+            self._waiter.set_exception(exc)
+            return
+        if parsed is not None:
+            status, keep_alive, consumed = parsed
+            del self._buffer[:consumed]
+            self._waiter.set_result((status, keep_alive))
+
+    async def request(self, payload: bytes) -> tuple[int, bool]:
+        assert self._transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(payload)
+        return await self._waiter
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _parse_response(buffer: bytearray) -> tuple[int, bool, int] | None:
+    """(status, keep_alive, bytes consumed) once a whole response is buffered, else None."""
+    head_end = buffer.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    lines = bytes(buffer[:head_end]).decode("latin-1").split("\r\n")
+    try:
+        version, status_text = lines[0].split(" ", 2)[:2]
+        status = int(status_text)
+    except ValueError as exc:
+        raise _ResponseError(f"bad status line {lines[0]!r}") from exc
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip().lower()
+    keep_alive = headers.get("connection") != "close" and version == "HTTP/1.1"
+    body_start = head_end + 4
+    if headers.get("transfer-encoding") == "chunked":
+        end = _chunked_end(buffer, body_start)
+        return None if end is None else (status, keep_alive, end)
+    length = int(headers.get("content-length", "0"))
+    if len(buffer) < body_start + length:
+        return None
+    return status, keep_alive, body_start + length
+
+
+def _chunked_end(buffer: bytearray, position: int) -> int | None:
+    """The offset just past a chunked body starting at `position`, or None if incomplete."""
+    while True:
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        try:
+            size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
+        except ValueError as exc:
+            raise _ResponseError("bad chunk size in a chunked response") from exc
+        if size == 0:
+            trailer_end = buffer.find(b"\r\n\r\n", line_end)
+            return None if trailer_end < 0 else trailer_end + 4
+        position = line_end + 2 + size + 2
+        if len(buffer) < position:
+            return None
+
+
+async def _connect(target: Target) -> _Connection:
+    loop = asyncio.get_running_loop()
+    _, connection = await loop.create_connection(_Connection, target.host, target.port)
+    return connection
+
+
+async def _user(
+    target: Target,
+    requests: Sequence[bytes],
+    offset: int,
+    window: tuple[float, float],
+    timeout_s: float,
+    result: LoadResult,
+) -> None:
+    """One simulated user: send, wait for the answer, send the next text, until the window ends."""
+    start, end = window
+    index = offset
+    connection: _Connection | None = None
+    try:
+        while time.perf_counter() < end:
+            if connection is None or connection.closed:
+                try:
+                    connection = await _connect(target)
+                except OSError as exc:
+                    result._error(f"connect: {exc}")
+                    await asyncio.sleep(0.05)
+                    continue
+            payload = requests[index % len(requests)]
+            index += 1
+            sent = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    status, keep_alive = await connection.request(payload)
+            except (OSError, TimeoutError, _ResponseError) as exc:
+                result._error(f"{type(exc).__name__}: {exc}")
+                connection.close()
+                connection = None
+                continue
+            done = time.perf_counter()
+            result.statuses[status] += 1
+            if 200 <= status < 300 and start <= done <= end:
+                result.latencies_s.append(done - sent)
+            if not keep_alive:
+                connection.close()
+                connection = None
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+async def run_load(
+    url: str,
+    texts: Sequence[str],
+    model: str,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    timeout_s: float = 30.0,
+) -> LoadResult:
+    """Drive POST /predict with `concurrency` closed-loop users; measure `duration_s` after `warmup_s`."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if duration_s <= 0 or warmup_s < 0:
+        raise ValueError(f"need duration > 0 and warm-up >= 0, got {duration_s} and {warmup_s}")
+    target = Target.parse(url)
+    requests = encode_requests(target, texts, model)
+    result = LoadResult(concurrency=concurrency, window_s=duration_s)
+    start = time.perf_counter() + warmup_s
+    window = (start, start + duration_s)
+    users = [
+        asyncio.create_task(
+            _user(target, requests, i * len(requests) // concurrency, window, timeout_s, result)
+        )
+        for i in range(concurrency)
+    ]
+    try:
+        await asyncio.gather(*users)
+    finally:
+        for user in users:
+            user.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*users, return_exceptions=True)
+    return result
+
+
+def run_load_blocking(
+    url: str,
+    texts: Sequence[str],
+    model: str,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    timeout_s: float = 30.0,
+) -> LoadResult:
+    """`run_load` on a fresh event loop (uvloop when installed), for synchronous callers."""
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(
+            run_load(
+                url,
+                texts,
+                model,
+                concurrency=concurrency,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                timeout_s=timeout_s,
+            )
+        )

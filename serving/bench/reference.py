@@ -1,0 +1,138 @@
+"""The raw model's own speed on the bench's texts, measured in-process: the yardsticks for serving.
+
+Why in-process and plain: a served figure means little alone. The same model files, texts, device
+and torch threads, driven by the plainest transformers calls (AutoTokenizer with padding=True,
+AutoModelForSequenceClassification under torch.inference_mode), give what the hardware does with
+no server at all. Three references:
+
+- batch size 1: tokenize and forward each text alone; texts/s and the per-text p50.
+- max batch size, sorted: all texts sorted by token length, then cut into batches. Padding is
+  minimal, so this is the ceiling for this traffic on this machine.
+- max batch size, arrival order: batches cut from the texts as they come; shows what padding costs.
+
+Each is warmed up, then repeated in whole passes over the texts until a time budget is spent; the
+figure is the median pass. Run these only while the server is idle: they need the whole machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from serving.bench import report
+
+__all__ = ["detect_device", "measure_references", "sorted_batches"]
+
+
+def detect_device() -> str:
+    """cuda when a GPU is visible to torch, else cpu: the same rule `carpool serve` follows by default."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of the texts sorted by token length (stable), cut into batches of `batch_size`."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _arrival_batches(count: int, batch_size: int) -> list[list[int]]:
+    return [list(range(i, min(i + batch_size, count))) for i in range(0, count, batch_size)]
+
+
+def _measure(
+    run_batch: Callable[[list[str]], None],
+    texts: Sequence[str],
+    batches: list[list[int]],
+    min_seconds: float,
+    min_passes: int = 2,
+) -> tuple[float, float]:
+    """(median texts/s over passes, p50 ms per call) after one warm-up pass."""
+    batch_texts = [[texts[i] for i in batch] for batch in batches]
+    for batch in batch_texts:
+        run_batch(batch)
+    rates: list[float] = []
+    calls: list[float] = []
+    spent = 0.0
+    while len(rates) < min_passes or spent < min_seconds:
+        pass_start = time.perf_counter()
+        for batch in batch_texts:
+            call_start = time.perf_counter()
+            run_batch(batch)
+            calls.append(time.perf_counter() - call_start)
+        elapsed = time.perf_counter() - pass_start
+        spent += elapsed
+        rates.append(len(texts) / elapsed)
+    return statistics.median(rates), report.percentile(calls, 50) * 1000
+
+
+@contextlib.contextmanager
+def _quiet(hf_logging: Any) -> Iterator[None]:
+    """No load report (a bare encoder gets a fresh head: expected here) and no progress bar."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def measure_references(
+    model_path: Path,
+    texts: Sequence[str],
+    *,
+    max_batch_size: int,
+    max_length: int = 128,
+    min_seconds: float = 4.0,
+    progress: Callable[[str], None] = print,
+) -> report.References:
+    """The three references for `texts` on the model at `model_path`, on the detected device."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    import transformers
+
+    device = detect_device()
+    with _quiet(transformers.utils.logging):
+        counter = transformers.AutoTokenizer.from_pretrained(str(model_path))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_path))
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(str(model_path))
+    model = model.to(device).eval()
+    lengths = [len(counter(text, truncation=True, max_length=max_length)["input_ids"]) for text in texts]
+
+    def run_batch(batch: list[str]) -> None:
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        with torch.inference_mode():
+            logits = model(**encoded.to(device)).logits
+            torch.softmax(logits.float(), dim=-1).cpu()
+
+    threads = torch.get_num_threads()
+    progress(f"reference: raw model at batch size 1 on {device} ({threads} torch threads)")
+    single = _measure(run_batch, texts, _arrival_batches(len(texts), 1), min_seconds)
+    progress(f"reference: raw model at batch size {max_batch_size}, texts sorted by length")
+    ceiling = _measure(run_batch, texts, sorted_batches(lengths, max_batch_size), min_seconds)
+    progress(f"reference: raw model at batch size {max_batch_size}, arrival order")
+    arrival = _measure(run_batch, texts, _arrival_batches(len(texts), max_batch_size), min_seconds)
+    return report.References(
+        single=report.Reference("raw batch 1", 1, "one by one", *single),
+        ceiling=report.Reference(
+            f"raw batch {max_batch_size}, sorted (ceiling)", max_batch_size, "sorted by length", *ceiling
+        ),
+        arrival=report.Reference(
+            f"raw batch {max_batch_size}, arrival order", max_batch_size, "arrival order", *arrival
+        ),
+        device=device,
+        threads=threads,
+        tokens_min=min(lengths),
+        tokens_mean=statistics.fmean(lengths),
+        tokens_max=max(lengths),
+    )

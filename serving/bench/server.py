@@ -1,0 +1,179 @@
+"""The server under test: a `carpool serve` the bench spawns, or any running Carpool reached by URL.
+
+Why the bench talks to the admin endpoints itself: each cell sets the strategy through POST
+/batching/configure exactly as an operator would, and reads /batching/stats before and after so
+the table can show the batches the engine actually formed. A spawned server listens on a free
+loopback port, writes its log beside the results, and is stopped by its own process handle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "Admin",
+    "BenchError",
+    "average_batch_size",
+    "free_port",
+    "spawned_server",
+]
+
+
+class BenchError(RuntimeError):
+    """The bench cannot go on; the message says why and what to do."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Admin:
+    """Health, model status, configuration and stats of one Carpool, over plain HTTP."""
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def healthy(self) -> bool:
+        try:
+            return self._client.get("/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        if response.status_code in (401, 403):
+            raise BenchError(
+                f"{what} was refused ({response.status_code}): pass the admin token with --token"
+            )
+        if response.status_code >= 300:
+            raise BenchError(f"{what} answered {response.status_code}: {response.text[:300]}")
+        return response.json()
+
+    def models_status(self) -> Any:
+        return self._json(self._client.get("/models/status"), "GET /models/status")
+
+    def stats(self) -> dict[str, Any]:
+        found = self._json(self._client.get("/batching/stats"), "GET /batching/stats")
+        return found if isinstance(found, dict) else {}
+
+    def configure(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        found = self._json(
+            self._client.post("/batching/configure", json=dict(changes)), "POST /batching/configure"
+        )
+        return found if isinstance(found, dict) else {}
+
+    def predict(self, text: str, model: str) -> Any:
+        response = self._client.post("/predict", json={"text": text, "models": [model]})
+        return self._json(response, f"POST /predict to {model!r}")
+
+
+def model_entry(status: Any, model: str) -> dict[str, Any] | None:
+    """The /models/status entry for `model`, whether the answer is a list or keyed by name."""
+    entries: Any = status.get("models", status) if isinstance(status, dict) else status
+    if isinstance(entries, dict):
+        entry = entries.get(model)
+        return entry if isinstance(entry, dict) else None
+    if isinstance(entries, list):
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("name") == model:
+                return entry
+    return None
+
+
+def _batch_counters(stats: Mapping[str, Any], model: str) -> tuple[float, float] | None:
+    """(batches, items) run so far for `model` as /batching/stats counts them, if it does."""
+    section = stats.get("models", {}).get(model) if isinstance(stats.get("models"), dict) else None
+    for scope in (section, stats):
+        if isinstance(scope, Mapping):
+            batches, items = scope.get("batches_total"), scope.get("items_total")
+            if isinstance(batches, int | float) and isinstance(items, int | float):
+                return float(batches), float(items)
+    return None
+
+
+def average_batch_size(before: Mapping[str, Any], after: Mapping[str, Any], model: str) -> float | None:
+    """Requests per model call between two /batching/stats snapshots; None if the stats lack counters."""
+    start, end = _batch_counters(before, model), _batch_counters(after, model)
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return (end[1] - start[1]) / (end[0] - start[0])
+
+
+@contextlib.contextmanager
+def spawned_server(
+    models: Mapping[str, Path],
+    log_path: Path,
+    *,
+    token: str | None = None,
+    startup_timeout_s: float = 300.0,
+) -> Iterator[str]:
+    """Run `carpool serve` on a free loopback port until the block ends; yield its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "serving", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    for name, path in models.items():
+        command += ["--model", f"{name}={path}"]
+    env = dict(os.environ)
+    if token:
+        env["CARPOOL_ADMIN_TOKEN"] = token
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            _wait_healthy(process, url, log_path, startup_timeout_s)
+            yield url
+        finally:
+            _stop(process)
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], url: str, log_path: Path, timeout_s: float) -> None:
+    admin = Admin(url, timeout_s=2.0)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BenchError(
+                    f"carpool serve exited with code {process.returncode}; its log ({log_path}) ends with:\n"
+                    + _tail(log_path)
+                )
+            if admin.healthy():
+                return
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    raise BenchError(f"carpool serve was not healthy after {timeout_s:.0f} s; see {log_path}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
