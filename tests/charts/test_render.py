@@ -10,8 +10,8 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate
 import pytest
-import yaml
 
+from carpool_operator import settings as operator_settings
 from tests.charts import rendering
 
 pytestmark = pytest.mark.unit
@@ -187,9 +187,22 @@ def test_notes_tell_the_user_what_to_do_next(value_set: str) -> None:
     assert "carpool_queue_size" in notes or "/metrics" in notes
 
 
-def test_notes_show_a_policy_that_the_user_can_apply() -> None:
-    notes = rendering.notes(rendering.DEFAULT)
-    block = notes.split("<<'YAML'", 1)[1].split("YAML\n", 1)[0]
-    policy = yaml.safe_load(block.split("\n", 1)[1])
-    assert policy["kind"] == "BatchingPolicy"
-    assert policy["apiVersion"] == "carpool.dev/v1alpha1"
+def test_the_operator_reads_the_serving_image_and_pull_secrets_the_chart_sets() -> None:
+    container = rendering.operator_container(rendering.rendered("production"))
+    environ = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    config = operator_settings.OperatorConfig.from_env(environ)
+    assert config.serving_image == "registry.example.com/carpool/carpool-serving:0.1.0-cuda"
+    assert config.image_pull_secrets == ("registry-credentials",)
+    pod = rendering.one(rendering.rendered("production"), "Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+
+
+def test_by_default_the_operator_runs_the_serving_image_of_the_same_release() -> None:
+    container = rendering.operator_container(rendering.rendered(rendering.DEFAULT))
+    environ = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    assert "CARPOOL_IMAGE_PULL_SECRETS" not in environ
+    # The operator's built-in default names the same image, for runs outside the chart.
+    assert (
+        operator_settings.OperatorConfig.from_env(environ).serving_image
+        == operator_settings.DEFAULT_SERVING_IMAGE
+    )
