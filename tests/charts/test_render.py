@@ -11,6 +11,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
+from carpool_operator import command as operator_command
 from carpool_operator import settings as operator_settings
 from tests.charts import rendering
 
@@ -151,13 +152,13 @@ def test_extra_args_and_env_reach_the_operator() -> None:
     values = {
         "operator": {
             "verbose": True,
-            "extraArgs": ["--standalone"],
+            "extraArgs": ["--resync-seconds=60"],
             "extraEnv": [{"name": "TZ", "value": "UTC"}],
         }
     }
     container = rendering.operator_container(list(rendering.objects_of(rendering.render(values))))
     assert container["args"][0] == "operator"
-    assert {"--verbose", "--standalone"} <= set(container["args"])
+    assert {"--verbose", "--resync-seconds=60"} <= set(container["args"])
     assert {"name": "TZ", "value": "UTC"} in container["env"]
 
 
@@ -206,3 +207,14 @@ def test_by_default_the_operator_runs_the_serving_image_of_the_same_release() ->
         operator_settings.OperatorConfig.from_env(environ).serving_image
         == operator_settings.DEFAULT_SERVING_IMAGE
     )
+
+
+@pytest.mark.parametrize("value_set", rendering.value_set_params())
+def test_the_operator_accepts_every_argument_the_chart_passes(value_set: str) -> None:
+    container = rendering.operator_container(rendering.rendered(value_set))
+    assert container["args"][0] == "operator"
+    args = operator_command.parser().parse_args(container["args"][1:])
+    values = rendering.chart().merge_values(rendering.load_values(value_set))
+    assert args.namespace == values["operator"]["watchNamespaces"]
+    assert args.liveness == f"http://0.0.0.0:{values['operator']['healthPort']}/healthz"
+    assert args.verbose is values["operator"]["verbose"]
