@@ -1,0 +1,146 @@
+"""Live config push: bring every ready serving pod to the policy's batching config, no restart.
+
+For each pod (its IP and serving port), concurrently:
+
+1. `GET /batching/stats` and compare its `config_hash` with `BatchingConfig.config_hash()`;
+   a pod already there is left alone, so the periodic pass costs one GET per pod.
+2. Otherwise `POST /batching/configure` with every field of the config (snake_case, as the pod's
+   API takes it) and `Authorization: Bearer <admin token>`: a full body makes the result the same
+   whatever the pod ran before (a restarted pod falls back to its start-up environment).
+3. `GET /batching/stats` again: only the hash the pod reports counts as applied.
+
+Failures are per pod and never raise: an unreachable pod, a refused token or a config the pod
+refuses is a `PodResult` with an error, which the caller reports and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from serving import settings as serving_settings
+
+__all__ = [
+    "PodResult",
+    "PodTarget",
+    "converge",
+    "pod_url",
+]
+
+STATS_PATH = "/batching/stats"
+CONFIGURE_PATH = "/batching/configure"
+HASH_KEY = "config_hash"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PodTarget:
+    name: str
+    ip: str
+    port: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PodResult:
+    """Where one pod stands after a push."""
+
+    pod: PodTarget
+    config_hash: str | None = None
+    """The hash the pod last reported; None when it could not be read."""
+    pushed: bool = False
+    """Whether a POST /batching/configure was sent (the pod was behind)."""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def pod_url(pod: PodTarget, path: str) -> str:
+    host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+    return f"http://{host}:{pod.port}{path}"
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or unreachable"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _refusal(response: httpx.Response, what: str) -> str:
+    text = response.text.strip().replace("\n", " ")[:300]
+    if response.status_code in (401, 403):
+        return f"{what} refused the admin token (HTTP {response.status_code})"
+    return f"{what} answered HTTP {response.status_code}: {text}"
+
+
+async def _read_hash(client: httpx.AsyncClient, pod: PodTarget) -> str:
+    response = await client.get(pod_url(pod, STATS_PATH))
+    if response.status_code != 200:
+        raise _PodError(_refusal(response, f"GET {STATS_PATH}"))
+    try:
+        payload: Any = response.json()
+    except ValueError:
+        raise _PodError(f"GET {STATS_PATH} answered something other than JSON") from None
+    value = payload.get(HASH_KEY) if isinstance(payload, dict) else None
+    if not isinstance(value, str):
+        raise _PodError(f"GET {STATS_PATH} has no {HASH_KEY!r}")
+    return value
+
+
+class _PodError(Exception):
+    pass
+
+
+async def _converge_pod(
+    client: httpx.AsyncClient,
+    pod: PodTarget,
+    config: serving_settings.BatchingConfig,
+    token: str,
+) -> PodResult:
+    wanted = config.config_hash()
+    current: str | None = None
+    pushed = False
+    try:
+        current = await _read_hash(client, pod)
+        if current == wanted:
+            return PodResult(pod, current)
+        pushed = True
+        response = await client.post(
+            pod_url(pod, CONFIGURE_PATH),
+            json=config.model_dump(mode="json"),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if response.status_code != 200:
+            raise _PodError(_refusal(response, f"POST {CONFIGURE_PATH}"))
+        current = await _read_hash(client, pod)
+        if current != wanted:
+            raise _PodError(f"reports config {current} after the push, not {wanted}")
+        return PodResult(pod, current, pushed=True)
+    except httpx.HTTPError as exc:
+        return PodResult(pod, current, pushed=pushed, error=_describe(exc))
+    except _PodError as exc:
+        return PodResult(pod, current, pushed=pushed, error=str(exc))
+
+
+async def converge(
+    pods: Iterable[PodTarget],
+    config: serving_settings.BatchingConfig,
+    token: str,
+    *,
+    timeout_s: float = 5.0,
+    client: httpx.AsyncClient | None = None,
+) -> list[PodResult]:
+    """Bring every pod to `config`; one result per pod, in the order given."""
+    targets = list(pods)
+    if not targets:
+        return []
+    if client is not None:
+        return list(await asyncio.gather(*(_converge_pod(client, pod, config, token) for pod in targets)))
+    async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as own:
+        return list(await asyncio.gather(*(_converge_pod(own, pod, config, token) for pod in targets)))

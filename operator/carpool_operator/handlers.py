@@ -1,0 +1,121 @@
+"""Kopf handlers of the BatchingPolicy: thin glue between Kopf and `reconciler`.
+
+`register(registry, config)` declares them on an explicit registry, with the intervals and
+retries of `config` (no import-time globals):
+
+- create / update / resume: a full pass; pods still behind the config make Kopf retry the
+  handler with exponential back-off (`config.retries` times, then the timer carries on);
+- a timer every `config.resync_interval_s`: the same pass, which restores deleted or hand-edited
+  children and corrects pods that restarted or missed a push;
+- delete: the children go (the owner references let the garbage collector do it too).
+
+Durable state goes only through `patch.status` and `patch.fns` (conditions); handler return
+values would land in a status field that the CRD's schema prunes (Kopf docs, "Results delivery").
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import httpx
+import kopf
+
+from carpool_operator import conditions, kube, reconciler, settings, spec
+
+__all__ = ["POLICY", "Runtime", "register"]
+
+POLICY = (spec.GROUP, spec.VERSION, spec.PLURAL)
+
+
+class Runtime:
+    """The operator's long-lived objects: the API client, opened at start-up, closed at exit."""
+
+    def __init__(self, config: settings.OperatorConfig, api: kube.Api | None = None) -> None:
+        self.config = config
+        self._api = api
+
+    @property
+    def api(self) -> kube.Api:
+        if self._api is None:
+            raise RuntimeError("the Kubernetes API client is opened by the start-up handler")
+        return self._api
+
+    def open(self) -> None:
+        if self._api is None:
+            self._api = kube.Api.from_kubeconfig(self.config.kubeconfig)
+
+    async def close(self) -> None:
+        if self._api is not None:
+            await self._api.aclose()
+            self._api = None
+
+
+def _record(outcome: reconciler.Outcome, patch: kopf.Patch) -> None:
+    patch.status.update(outcome.status)
+    patch.fns.append(cast(kopf.PatchFn, conditions.updater(outcome.conditions)))
+
+
+async def _pass(
+    runtime: Runtime, body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int
+) -> reconciler.Outcome:
+    try:
+        outcome = await reconciler.reconcile(runtime.api, runtime.config, body, reconciler.state_of(memo))
+    except (kube.ApiError, httpx.HTTPError) as exc:
+        kube.post_event(body, reason="ReconcileFailed", message=f"Kubernetes API: {exc}", warning=True)
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=runtime.config.retry_delay(retry)) from exc
+    _record(outcome, patch)
+    return outcome
+
+
+def register(
+    registry: kopf.OperatorRegistry, config: settings.OperatorConfig, *, runtime: Runtime | None = None
+) -> Runtime:
+    """Declare the operator's handlers on `registry`; return the runtime they share."""
+    runtime = runtime or Runtime(config)
+
+    @kopf.on.startup(registry=registry)
+    async def open_api(**_: Any) -> None:
+        runtime.open()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        runtime.open()
+        return runtime.api.connection_info()
+
+    @kopf.on.cleanup(registry=registry)
+    async def close_api(**_: Any) -> None:
+        await runtime.close()
+
+    @kopf.on.resume(*POLICY, registry=registry, id="reconcile")
+    @kopf.on.create(*POLICY, registry=registry, id="reconcile", retries=config.retries)
+    @kopf.on.update(*POLICY, registry=registry, id="reconcile", retries=config.retries)
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any) -> None:
+        outcome = await _pass(runtime, body, patch, memo, retry)
+        if outcome.invalid is not None:
+            raise kopf.PermanentError(outcome.invalid)
+        if outcome.pods_behind:
+            raise kopf.TemporaryError(
+                f"{outcome.pods_behind} pod(s) behind the batching config",
+                delay=config.retry_delay(retry),
+            )
+
+    @kopf.timer(
+        *POLICY,
+        registry=registry,
+        id="resync",
+        interval=config.resync_interval_s,
+        initial_delay=config.resync_interval_s,
+    )
+    async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        await _pass(runtime, body, patch, memo, retry=0)
+
+    @kopf.on.delete(*POLICY, registry=registry, id="cleanup")
+    async def cleanup(body: kopf.Body, retry: int, **_: Any) -> None:
+        try:
+            deleted = await reconciler.remove_children(runtime.api, body)
+        except (kube.ApiError, httpx.HTTPError) as exc:
+            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=config.retry_delay(retry)) from exc
+        if deleted:
+            kube.post_event(body, reason="Deleted", message="deleted " + ", ".join(deleted))
+
+    return runtime

@@ -1,0 +1,225 @@
+"""One reconcile pass of a BatchingPolicy: children, live config push, status.
+
+Every pass does the whole job, whoever calls it (the create/update/resume handlers or the
+periodic timer), so the result never depends on which events were seen:
+
+1. parse the spec (an invalid one stops here, with Ready=False/InvalidSpec);
+2. Secret, ConfigMap, Deployment, Service, Ingress: created when missing, patched back when a
+   field the operator sets has drifted (a deleted or hand-edited child is restored);
+3. the policy's ready pods (label `carpool.dev/policy`, filtered here as well) are brought to the
+   batching config (`configpush.converge`);
+4. the status and the conditions that say what happened, and Events for each change, push and
+   failure (a failure repeated unchanged on the next pass is not posted again).
+
+Passes of one policy never overlap: they take the per-policy lock kept in Kopf's per-object memo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import kopf
+
+from carpool_operator import conditions, configpush, kube, resources, settings, spec
+
+__all__ = [
+    "Outcome",
+    "PolicyState",
+    "reconcile",
+    "remove_children",
+    "state_of",
+]
+
+
+@dataclasses.dataclass
+class PolicyState:
+    """What the operator remembers about one policy between passes (in memory only)."""
+
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    reported: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The last failure posted as an Event, per subject (a pod, the spec), to post changes only."""
+
+
+def state_of(memo: MutableMapping[str, Any]) -> PolicyState:
+    """The policy's state in Kopf's per-object memo, created on first use."""
+    state = memo.get("carpool_state")
+    if not isinstance(state, PolicyState):
+        state = memo["carpool_state"] = PolicyState()
+    return state
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a pass found: status fields to merge, conditions to set, whether to retry soon."""
+
+    status: dict[str, Any]
+    conditions: tuple[conditions.Condition, ...]
+    pods_behind: int = 0
+    invalid: str | None = None
+
+
+def _report_once(state: PolicyState, body: kopf.Body, subject: str, reason: str, message: str) -> None:
+    if state.reported.get(subject) != message:
+        state.reported[subject] = message
+        kube.post_event(body, reason=reason, message=message, warning=True)
+
+
+def _note_event(body: kopf.Body, kind: str, name: str, change: kube.Change) -> None:
+    if change in (kube.Change.CREATED, kube.Change.UPDATED, kube.Change.DELETED):
+        kube.post_event(body, reason=f"{kind}{change}", message=f"{kind} {name} {change.lower()}")
+
+
+async def _ensure_token(api: kube.Api, policy: spec.PolicySpec, body: kopf.Body) -> str:
+    try:
+        live: Mapping[str, Any] | None = await api.get(
+            kube.SECRETS, policy.namespace, resources.secret_name(policy.name)
+        )
+    except kube.NotFound:
+        live = None
+    token = resources.token_from_secret(live) if live is not None else None
+    desired = resources.build_secret(policy, token or secrets.token_urlsafe(32))
+    kopf.adopt(desired, owner=body)
+    change, stored = await kube.apply(api, kube.SECRETS, desired)
+    _note_event(body, "Secret", desired["metadata"]["name"], change)
+    stored_token = resources.token_from_secret(stored)
+    if stored_token is None:
+        raise kube.ApiError(500, f"Secret {desired['metadata']['name']} holds no {resources.TOKEN_KEY!r}")
+    return stored_token
+
+
+async def _ensure_children(
+    api: kube.Api, config: settings.OperatorConfig, policy: spec.PolicySpec, body: kopf.Body, token: str
+) -> int:
+    """Create or restore every child; return the replicas the Deployment asks for."""
+    deployment = resources.build_deployment(
+        policy,
+        image=policy.serving.image or config.serving_image,
+        token_digest=resources.token_digest(token),
+        replicas=policy.initial_replicas,
+        image_pull_secrets=config.image_pull_secrets,
+    )
+    children: list[tuple[kube.Kind, dict[str, Any]]] = [
+        (kube.CONFIG_MAPS, resources.build_config_map(policy)),
+        (kube.DEPLOYMENTS, deployment),
+        (kube.SERVICES, resources.build_service(policy)),
+    ]
+    ingress = resources.build_ingress(policy)
+    if ingress is not None:
+        children.append((kube.INGRESSES, ingress))
+    wanted_replicas = policy.initial_replicas
+    for kind, desired in children:
+        kopf.adopt(desired, owner=body)
+        # The autoscaler owns the replicas of an autoscaled Deployment once it exists.
+        create_only = (
+            [("spec", "replicas")] if kind is kube.DEPLOYMENTS and policy.autoscaling.enabled else []
+        )
+        change, live = await kube.apply(api, kind, desired, create_only=create_only)
+        _note_event(body, kind.kind, desired["metadata"]["name"], change)
+        if kind is kube.DEPLOYMENTS:
+            wanted_replicas = int((live.get("spec") or {}).get("replicas", wanted_replicas))
+    if ingress is None:
+        change = await kube.delete_if_exists(api, kube.INGRESSES, policy.namespace, policy.name)
+        _note_event(body, "Ingress", policy.name, change)
+    return wanted_replicas
+
+
+async def reconcile(
+    api: kube.Api, config: settings.OperatorConfig, body: kopf.Body, state: PolicyState
+) -> Outcome:
+    """One full pass over a policy. Kubernetes API failures raise kube.ApiError or httpx.HTTPError."""
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    generation = body["metadata"].get("generation")
+    async with state.lock:
+        try:
+            policy = spec.parse(body.get("spec") or {}, name=name, namespace=namespace)
+        except spec.InvalidSpec as exc:
+            _report_once(state, body, "spec", conditions.Reason.INVALID_SPEC, str(exc))
+            return Outcome(
+                status={"observedGeneration": generation},
+                conditions=conditions.invalid_spec(str(exc), generation),
+                invalid=str(exc),
+            )
+        state.reported.pop("spec", None)
+
+        token = await _ensure_token(api, policy, body)
+        wanted_replicas = await _ensure_children(api, config, policy, body, token)
+
+        selector = f"{resources.POLICY_LABEL}={policy.name}"
+        pods = [
+            pod
+            for pod in await api.list(kube.PODS, namespace, label_selector=selector)
+            if resources.is_policy_pod(pod, policy.name)
+        ]
+        targets = [
+            configpush.PodTarget(pod["metadata"]["name"], address, policy.serving.port)
+            for pod in pods
+            if (address := resources.pod_address(pod)) is not None
+        ]
+        results = await configpush.converge(targets, policy.batching, token, timeout_s=config.push_timeout_s)
+
+    wanted_hash = policy.batching.config_hash()
+    behind: list[tuple[str, str]] = []
+    for result in results:
+        where = f"pod {result.pod.name} ({result.pod.ip}:{result.pod.port})"
+        if result.ok:
+            state.reported.pop(result.pod.name, None)
+            if result.pushed:
+                kube.post_event(
+                    body,
+                    reason="ConfigPushed",
+                    message=f"{where} now runs config {wanted_hash} "
+                    f"(strategy {policy.batching.strategy}, max batch {policy.batching.max_batch_size})",
+                )
+        else:
+            error = result.error or "unknown error"
+            behind.append((result.pod.name, error))
+            _report_once(state, body, result.pod.name, "ConfigPushFailed", f"{where}: {error}")
+    live_names = {target.name for target in targets}
+    for subject in [s for s in state.reported if s != "spec" and s not in live_names]:
+        del state.reported[subject]
+
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "replicas": len(pods),
+        "readyReplicas": len(targets),
+        "configuredReplicas": len(targets) - len(behind),
+        "configHash": wanted_hash,
+    }
+    if not behind:
+        status["appliedConfigHash"] = wanted_hash
+    return Outcome(
+        status=status,
+        conditions=(
+            conditions.ready(wanted=wanted_replicas, ready=len(targets), generation=generation),
+            conditions.config_applied(
+                config_hash=wanted_hash,
+                ready=len(targets),
+                behind=behind,
+                config_map=resources.config_map_name(policy.name),
+                generation=generation,
+            ),
+        ),
+        pods_behind=len(behind),
+    )
+
+
+async def remove_children(api: kube.Api, body: kopf.Body) -> list[str]:
+    """Delete every child a policy may have (the API server's garbage collector would too,
+    through the owner references); return what was deleted."""
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    names = {
+        kube.INGRESSES: name,
+        kube.SERVICES: name,
+        kube.DEPLOYMENTS: name,
+        kube.CONFIG_MAPS: resources.config_map_name(name),
+        kube.SECRETS: resources.secret_name(name),
+    }
+    deleted = []
+    for kind, child in names.items():
+        if await kube.delete_if_exists(api, kind, namespace, child) is kube.Change.DELETED:
+            deleted.append(f"{kind.kind} {child}")
+    return deleted

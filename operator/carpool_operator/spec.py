@@ -1,0 +1,341 @@
+"""The BatchingPolicy custom resource, parsed: the only module that knows the CR's field names.
+
+`parse()` turns `spec` (a plain mapping, as Kopf hands it over) into frozen dataclasses, applying
+the same defaults as the CRD (pinned against crds/ by a test), and raises `InvalidSpec` naming
+the offending field path for anything that cannot work. The API server's schema refuses most of
+that already; the checks here cover what a schema cannot see (names the pods' environment
+reserves, child names that would exceed Kubernetes' limits) and clusters where the CRD's
+validation was bypassed.
+
+The pods' batching knobs are not redefined here: `spec.strategy`, `spec.batching` and
+`spec.adaptive` become a `serving.settings.BatchingConfig`, the one definition the pod, its
+`POST /batching/configure` and this operator share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from serving import settings as serving_settings
+
+__all__ = [
+    "GROUP",
+    "KIND",
+    "MAX_NAME_LENGTH",
+    "PLURAL",
+    "RESERVED_ENV",
+    "VERSION",
+    "AutoscalingSpec",
+    "IngressSpec",
+    "InvalidSpec",
+    "ModelRef",
+    "PolicySpec",
+    "ServingSpec",
+    "parse",
+]
+
+GROUP = "carpool.dev"
+VERSION = "v1alpha1"
+PLURAL = "batchingpolicies"
+KIND = "BatchingPolicy"
+
+MAX_NAME_LENGTH = 56
+"""A policy's children are named `<name>`, `<name>-config`, `<name>-admin`; Services need <= 63."""
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+BATCHING_FIELD_PATHS: dict[str, str] = {
+    "enable": "spec.batching.enabled",
+    "strategy": "spec.strategy",
+    "max_batch_size": "spec.batching.maxBatchSize",
+    "max_wait_time_ms": "spec.batching.maxWaitTimeMs",
+    "min_batch_size": "spec.batching.minBatchSize",
+    "max_queue_size": "spec.batching.maxQueueSize",
+    "load_threshold": "spec.adaptive.loadThreshold",
+    "latency_threshold_ms": "spec.adaptive.latencyThresholdMs",
+}
+"""Where each BatchingConfig field lives in the custom resource."""
+
+RESERVED_ENV = frozenset(
+    {"CARPOOL_ADMIN_TOKEN", "CARPOOL_MODELS", "CARPOOL_HOST", "CARPOOL_PORT"}
+    | set(serving_settings.ENV_BY_FIELD.values())
+)
+"""Variables the operator sets on the pods; spec.serving.env may not override them."""
+
+
+class InvalidSpec(ValueError):
+    """A spec that cannot work; the message names the field and the bad value."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelRef:
+    name: str
+    path: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServingSpec:
+    image: str | None = None
+    image_pull_policy: str | None = None
+    replicas: int = 1
+    port: int = 8000
+    resources: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    env: tuple[Mapping[str, Any], ...] = ()
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    volume_mounts: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IngressSpec:
+    enabled: bool = False
+    host: str | None = None
+    class_name: str | None = None
+    path: str = "/"
+    tls_secret_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AutoscalingSpec:
+    enabled: bool = False
+    min_replicas: int = 1
+    max_replicas: int = 8
+    target_queue_size: float = 8.0
+    prometheus_url: str | None = None
+    scale_up_stabilization_s: int = 0
+    scale_down_stabilization_s: int = 300
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """One BatchingPolicy, parsed and checked."""
+
+    name: str
+    namespace: str
+    batching: serving_settings.BatchingConfig
+    models: tuple[ModelRef, ...] = ()
+    serving: ServingSpec = dataclasses.field(default_factory=ServingSpec)
+    ingress: IngressSpec = dataclasses.field(default_factory=IngressSpec)
+    autoscaling: AutoscalingSpec = dataclasses.field(default_factory=AutoscalingSpec)
+
+    @property
+    def initial_replicas(self) -> int:
+        """Replicas a new Deployment starts with: spec.serving.replicas, within the autoscaling bounds."""
+        if not self.autoscaling.enabled:
+            return self.serving.replicas
+        return max(self.autoscaling.min_replicas, min(self.serving.replicas, self.autoscaling.max_replicas))
+
+
+def parse(spec: Mapping[str, Any], *, name: str, namespace: str) -> PolicySpec:
+    """Parse a BatchingPolicy's spec; raise InvalidSpec naming the first field that cannot work."""
+    if len(name) > MAX_NAME_LENGTH or not _DNS_LABEL.match(name):
+        raise InvalidSpec(
+            f"metadata.name must be a DNS label of at most {MAX_NAME_LENGTH} characters "
+            f"(it names the policy's Service), got {name!r}"
+        )
+    _mapping(spec, "spec")
+    return PolicySpec(
+        name=name,
+        namespace=namespace,
+        batching=_batching(spec),
+        models=_models(spec.get("models"), "spec.models"),
+        serving=_serving(_mapping(spec.get("serving"), "spec.serving")),
+        ingress=_ingress(_mapping(spec.get("ingress"), "spec.ingress")),
+        autoscaling=_autoscaling(_mapping(spec.get("autoscaling"), "spec.autoscaling")),
+    )
+
+
+def _batching(spec: Mapping[str, Any]) -> serving_settings.BatchingConfig:
+    batching = _mapping(spec.get("batching"), "spec.batching")
+    adaptive = _mapping(spec.get("adaptive"), "spec.adaptive")
+    given = {
+        "enable": batching.get("enabled"),
+        "strategy": spec.get("strategy"),
+        "max_batch_size": batching.get("maxBatchSize"),
+        "max_wait_time_ms": batching.get("maxWaitTimeMs"),
+        "min_batch_size": batching.get("minBatchSize"),
+        "max_queue_size": batching.get("maxQueueSize"),
+        "load_threshold": adaptive.get("loadThreshold"),
+        "latency_threshold_ms": adaptive.get("latencyThresholdMs"),
+    }
+    for field, value in given.items():
+        if isinstance(value, str) and field != "strategy":
+            raise InvalidSpec(f"{BATCHING_FIELD_PATHS[field]} must be a number or boolean, got {value!r}")
+    values = {field: value for field, value in given.items() if value is not None}
+    defaults = serving_settings.BatchingConfig.model_validate({})
+    low = values.get("min_batch_size", defaults.min_batch_size)
+    high = values.get("max_batch_size", defaults.max_batch_size)
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        raise InvalidSpec(
+            f"spec.batching.minBatchSize ({low}) must be <= spec.batching.maxBatchSize ({high})"
+        )
+    try:
+        return serving_settings.BatchingConfig.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        path = BATCHING_FIELD_PATHS.get(field, "spec.batching")
+        raise InvalidSpec(f"{path}: {error['msg']} (got {error.get('input')!r})") from None
+
+
+def _models(raw: Any, path: str) -> tuple[ModelRef, ...]:
+    models: list[ModelRef] = []
+    for index, item in enumerate(_list(raw, path)):
+        where = f"{path}[{index}]"
+        item = _mapping(item, where)
+        model_name = _str(item.get("name"), f"{where}.name", required=True)
+        model_path = _str(item.get("path"), f"{where}.path", required=True)
+        assert model_name is not None and model_path is not None
+        if not _MODEL_NAME.match(model_name):
+            raise InvalidSpec(f"{where}.name must match {_MODEL_NAME.pattern}, got {model_name!r}")
+        if "," in model_path or "=" in model_path:
+            raise InvalidSpec(f"{where}.path may not contain ',' or '=', got {model_path!r}")
+        if any(model.name == model_name for model in models):
+            raise InvalidSpec(f"{where}.name repeats the model name {model_name!r}")
+        models.append(ModelRef(model_name, model_path))
+    return tuple(models)
+
+
+def _serving(raw: Mapping[str, Any]) -> ServingSpec:
+    defaults = ServingSpec()
+    env = _mappings(raw.get("env"), "spec.serving.env")
+    for index, item in enumerate(env):
+        env_name = item.get("name")
+        if env_name in RESERVED_ENV:
+            raise InvalidSpec(
+                f"spec.serving.env[{index}] sets {env_name}, which the operator manages "
+                "(use spec.strategy, spec.batching, spec.adaptive or spec.models instead)"
+            )
+    node_selector = _mapping(raw.get("nodeSelector"), "spec.serving.nodeSelector")
+    return ServingSpec(
+        image=_str(raw.get("image"), "spec.serving.image") or None,
+        image_pull_policy=_str(raw.get("imagePullPolicy"), "spec.serving.imagePullPolicy") or None,
+        replicas=_int(raw.get("replicas"), "spec.serving.replicas", defaults.replicas, 0, 1000),
+        port=_int(raw.get("port"), "spec.serving.port", defaults.port, 1, 65535),
+        resources=_mapping(raw.get("resources"), "spec.serving.resources"),
+        env=env,
+        node_selector={str(key): str(value) for key, value in node_selector.items()},
+        tolerations=_mappings(raw.get("tolerations"), "spec.serving.tolerations"),
+        volumes=_mappings(raw.get("volumes"), "spec.serving.volumes"),
+        volume_mounts=_mappings(raw.get("volumeMounts"), "spec.serving.volumeMounts"),
+    )
+
+
+def _ingress(raw: Mapping[str, Any]) -> IngressSpec:
+    path = _str(raw.get("path"), "spec.ingress.path") or "/"
+    if not path.startswith("/"):
+        raise InvalidSpec(f"spec.ingress.path must start with '/', got {path!r}")
+    tls = _mapping(raw.get("tls"), "spec.ingress.tls")
+    return IngressSpec(
+        enabled=_bool(raw.get("enabled"), "spec.ingress.enabled", False),
+        host=_str(raw.get("host"), "spec.ingress.host") or None,
+        class_name=_str(raw.get("className"), "spec.ingress.className") or None,
+        path=path,
+        tls_secret_name=_str(tls.get("secretName"), "spec.ingress.tls.secretName") or None,
+    )
+
+
+def _autoscaling(raw: Mapping[str, Any]) -> AutoscalingSpec:
+    defaults = AutoscalingSpec()
+    low = _int(raw.get("minReplicas"), "spec.autoscaling.minReplicas", defaults.min_replicas, 1, 1000)
+    high = _int(raw.get("maxReplicas"), "spec.autoscaling.maxReplicas", defaults.max_replicas, 1, 1000)
+    if low > high:
+        raise InvalidSpec(
+            f"spec.autoscaling.minReplicas ({low}) must be <= spec.autoscaling.maxReplicas ({high})"
+        )
+    enabled = _bool(raw.get("enabled"), "spec.autoscaling.enabled", defaults.enabled)
+    url = _str(raw.get("prometheusUrl"), "spec.autoscaling.prometheusUrl") or None
+    if enabled and url is None:
+        raise InvalidSpec("spec.autoscaling.prometheusUrl is required when autoscaling is enabled")
+    if url is not None and not re.match(r"^https?://[^/\s]+", url):
+        raise InvalidSpec(f"spec.autoscaling.prometheusUrl must be an http(s) URL, got {url!r}")
+    target = _number(
+        raw.get("targetQueueSize"), "spec.autoscaling.targetQueueSize", defaults.target_queue_size
+    )
+    if not target > 0:
+        raise InvalidSpec(f"spec.autoscaling.targetQueueSize must be > 0, got {target!r}")
+    return AutoscalingSpec(
+        enabled=enabled,
+        min_replicas=low,
+        max_replicas=high,
+        target_queue_size=target,
+        prometheus_url=url,
+        scale_up_stabilization_s=_int(
+            raw.get("scaleUpStabilizationSeconds"),
+            "spec.autoscaling.scaleUpStabilizationSeconds",
+            defaults.scale_up_stabilization_s,
+            0,
+            3600,
+        ),
+        scale_down_stabilization_s=_int(
+            raw.get("scaleDownStabilizationSeconds"),
+            "spec.autoscaling.scaleDownStabilizationSeconds",
+            defaults.scale_down_stabilization_s,
+            0,
+            3600,
+        ),
+    )
+
+
+def _mapping(raw: Any, path: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InvalidSpec(f"{path} must be an object, got {raw!r}")
+    return raw
+
+
+def _list(raw: Any, path: str) -> Sequence[Any]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str | bytes) or not isinstance(raw, Sequence):
+        raise InvalidSpec(f"{path} must be a list, got {raw!r}")
+    return raw
+
+
+def _mappings(raw: Any, path: str) -> tuple[Mapping[str, Any], ...]:
+    return tuple(_mapping(item, f"{path}[{index}]") for index, item in enumerate(_list(raw, path)))
+
+
+def _str(raw: Any, path: str, *, required: bool = False) -> str | None:
+    if raw is None or raw == "":
+        if required:
+            raise InvalidSpec(f"{path} is required")
+        return None
+    if not isinstance(raw, str):
+        raise InvalidSpec(f"{path} must be a string, got {raw!r}")
+    return raw
+
+
+def _bool(raw: Any, path: str, default: bool) -> bool:
+    if raw is None:
+        return default
+    if not isinstance(raw, bool):
+        raise InvalidSpec(f"{path} must be true or false, got {raw!r}")
+    return raw
+
+
+def _int(raw: Any, path: str, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise InvalidSpec(f"{path} must be an integer, got {raw!r}")
+    if not low <= raw <= high:
+        raise InvalidSpec(f"{path} must be between {low} and {high}, got {raw!r}")
+    return raw
+
+
+def _number(raw: Any, path: str, default: float) -> float:
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise InvalidSpec(f"{path} must be a number, got {raw!r}")
+    return float(raw)
