@@ -9,6 +9,8 @@ the chart.
 from __future__ import annotations
 
 import fnmatch
+import importlib.metadata
+import os
 import re
 import shlex
 import subprocess
@@ -171,3 +173,56 @@ def test_the_images_listen_where_the_chart_and_the_operator_look() -> None:
     assert operator[-1].all("CMD") == ['["operator"]']
     container = rendering.operator_container(rendering.rendered(rendering.DEFAULT))
     assert container["args"][0] == "operator"
+
+
+OPERATOR_WITHOUT_SERVING_EXTRA = """
+import importlib.abc, sys
+
+class NotInTheImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} in the operator image", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInTheImage())
+from carpool_operator import command, settings
+from serving import cli
+
+command.build(settings.OperatorConfig())
+try:
+    code = cli.main(["operator", "--help"])
+except SystemExit as exit:
+    code = exit.code
+sys.exit(code)
+"""
+
+
+def test_the_operator_runs_without_the_serving_extra() -> None:
+    """What `pip install '.[operator]'` leaves out (torch, transformers, fastapi...) is never imported."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {
+            re.split(r"[\[<>=!~ ;]", requirement)[0].lower().replace("_", "-") for requirement in requirements
+        }
+
+    left_out = names(project["optional-dependencies"]["serving"]) - names(
+        project["dependencies"] + project["optional-dependencies"]["operator"]
+    )
+    blocked = sorted(
+        module
+        for module, distributions in importlib.metadata.packages_distributions().items()
+        if any(distribution.lower().replace("_", "-") in left_out for distribution in distributions)
+    )
+    assert "torch" in blocked and "fastapi" in blocked
+    result = subprocess.run(
+        [sys.executable, "-c", f"BLOCKED = {set(blocked)!r}\n" + OPERATOR_WITHOUT_SERVING_EXTRA],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO)])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--liveness" in result.stdout
