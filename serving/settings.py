@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,9 +44,7 @@ class BatchingConfig(BaseModel):
     enable: bool = Field(
         True, description="Dynamic batching on. Off means every request runs alone (single_request)."
     )
-    strategy: Strategy = Field(
-        Strategy.ADAPTIVE, description="single_request, batch_optimized or adaptive."
-    )
+    strategy: Strategy = Field(Strategy.ADAPTIVE, description="single_request, batch_optimized or adaptive.")
     max_batch_size: int = Field(
         32, ge=1, le=1024, description="Cap on requests per model call; the engine may take fewer."
     )
@@ -57,7 +55,8 @@ class BatchingConfig(BaseModel):
         1,
         ge=1,
         le=1024,
-        description="Requests to gather before a partial batch leaves; held at most one more max_wait_time_ms.",
+        description="Requests to gather before a partial batch leaves; "
+        "held at most one more max_wait_time_ms.",
     )
     max_queue_size: int = Field(
         256, ge=1, le=1_000_000, description="Requests waiting per model before new ones get 429."
@@ -172,12 +171,15 @@ class ServerSettings(BaseModel):
     models: dict[str, Path] = Field(default_factory=dict, description="Explicit NAME -> PATH models.")
     models_dir: Path | None = Field(None, description="Directory whose sub-directories are models.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: float16 on CUDA, float32 on CPU."
+    )
     admin_token: str | None = Field(None, description="Bearer token /batching/configure requires.")
     enable_metrics: bool = True
     enable_logging: bool = True
     max_text_chars: int = Field(20_000, ge=1, description="Longer texts are refused with 413.")
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per text fed to the model (truncated).")
-    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig.model_validate({}))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
@@ -193,6 +195,7 @@ class ServerSettings(BaseModel):
         simple = {
             "models_dir": "CARPOOL_MODELS_DIR",
             "device": "CARPOOL_DEVICE",
+            "dtype": "CARPOOL_DTYPE",
             "admin_token": "CARPOOL_ADMIN_TOKEN",
             "max_text_chars": "CARPOOL_MAX_TEXT_CHARS",
             "max_length": "CARPOOL_MAX_LENGTH",

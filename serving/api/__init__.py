@@ -1,0 +1,1 @@
+"""HTTP routes of the serving pod, one module per group of endpoints."""

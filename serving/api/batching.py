@@ -1,0 +1,71 @@
+"""GET /batching/stats and POST /batching/configure."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from serving import errors
+from serving.api import schemas
+from serving.pool import ModelPool
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["batching"])
+
+_CONFIGURE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": schemas.ConfigureRequest.model_json_schema()}},
+    }
+}
+
+
+def _pool(request: Request) -> ModelPool:
+    pool: ModelPool = request.app.state.pool
+    return pool
+
+
+def _check_token(request: Request) -> None:
+    expected: str | None = request.app.state.settings.admin_token
+    if not expected:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
+        raise errors.Unauthorized(
+            "POST /batching/configure needs the header 'Authorization: Bearer <token>' "
+            "with the pod's CARPOOL_ADMIN_TOKEN"
+        )
+
+
+@router.get("/batching/stats", summary="The batching config in force and the measured figures")
+async def batching_stats(request: Request) -> JSONResponse:
+    return JSONResponse(_pool(request).stats())
+
+
+@router.post("/batching/configure", openapi_extra=_CONFIGURE_BODY, summary="Change the batching config live")
+async def batching_configure(request: Request) -> JSONResponse:
+    """Partial update; applies at each model's next batch; returns the new config and its hash."""
+    _check_token(request)
+    pool = _pool(request)
+    data: Any = schemas.parse_json(await request.body())
+    if not isinstance(data, dict):
+        raise errors.InvalidConfig(f"expected a JSON object of batching fields, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(schemas.ConfigureRequest.model_fields))
+    if unknown:
+        raise errors.InvalidConfig(
+            f"unknown batching field {unknown[0]!r}; "
+            f"known: {', '.join(schemas.ConfigureRequest.model_fields)}"
+        )
+    previous = pool.config.config_hash()
+    config = pool.configure({key: value for key, value in data.items() if value is not None})
+    return JSONResponse(
+        {
+            "config": config.model_dump(mode="json"),
+            "config_hash": config.config_hash(),
+            "previous_hash": previous,
+        }
+    )

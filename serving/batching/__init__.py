@@ -1,0 +1,1 @@
+"""The dynamic batching engine: one queue and one model thread per model, pure batch policies."""

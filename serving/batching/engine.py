@@ -1,0 +1,326 @@
+"""The batching engine of one model: a queue, a consumer task and the thread that owns the model.
+
+Why this shape. A forward pass is the expensive, serial resource; everything else must keep it
+busy without competing with it. So each model gets:
+
+- one dedicated model thread (a single-worker executor). It loads the model, warms it up and runs
+  every forward pass; the event-loop thread never calls torch, so two OpenMP teams never compete.
+- one queue of `Pending` requests in arrival order, filled by `submit()` from request handlers.
+  Texts are tokenized there, without padding, so each request's length is known when batches are
+  picked. A full queue raises `errors.QueueFull` (429 with Retry-After).
+- one consumer task that sleeps on an `asyncio.Event` (no polling tick), wakes on an arrival or on
+  the deadline the policy asked for, and lets the pure policy (`policies.py`) pick the next batch
+  from everything waiting. The policy is re-read once per batch, so `reconfigure()` applies at the
+  next batch boundary. The model thread's result comes back as one wake-up per batch, and futures
+  are resolved only if still pending (a caller may have gone away); cancelled ones are dropped
+  before the model runs.
+
+If a batch raises, its items are retried one by one on the model thread, so one bad item fails
+alone and its neighbours still get their results. Time is the loop clock (`loop.time()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from serving import errors
+from serving.batching import cost, policies
+from serving.batching.pending import Pending
+from serving.batching.stats import EngineStats
+from serving.models.base import Encoded, Model, Prediction
+from serving.settings import BatchingConfig, Strategy
+
+__all__ = ["BatchEngine", "BatchObserver", "EngineState"]
+
+log = logging.getLogger("carpool.engine")
+
+
+class EngineState(enum.StrEnum):
+    NEW = "new"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class BatchObserver(Protocol):
+    """Receives one call per batch (the metrics module implements it)."""
+
+    def on_batch(self, model: str, size: int, waits: Sequence[float], inference_s: float) -> None: ...
+
+
+Outcome = Prediction | BaseException
+
+
+class BatchEngine:
+    def __init__(
+        self,
+        model: Model,
+        config: BatchingConfig,
+        *,
+        observer: BatchObserver | None = None,
+        device_load: Any = None,
+    ) -> None:
+        self.model = model
+        self.name = model.name
+        self.config = config
+        self.state = EngineState.NEW
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self.cost = cost.OnlineCost()
+        self._policy = policies.for_config(config, self.cost.model)
+        self._observer = observer
+        self._device_load = device_load  # callable returning GPU utilisation 0..1, or None
+        self._queue: list[Pending] = []
+        self._wake = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: tuple[float, int] | None = None  # (started, size) of the batch on the thread
+        self._draining = False
+        self.stats = EngineStats(0.0)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load and warm the model on its thread, then start consuming. Raises if loading fails."""
+        self._loop = loop = asyncio.get_running_loop()
+        self.stats = EngineStats(loop.time())
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"carpool-model-{self.name}")
+        self.state = EngineState.LOADING
+        started = time.perf_counter()
+        try:
+            samples = await loop.run_in_executor(self._executor, self._load_and_warm)
+        except Exception as exc:
+            self.state = EngineState.FAILED
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("model %s failed to load: %s", self.name, self.error)
+            self._executor.shutdown(wait=False)
+            raise
+        self.load_seconds = time.perf_counter() - started
+        self.cost.reseed(samples)
+        self._policy = policies.for_config(self.config, self.cost.model)
+        self._task = loop.create_task(self._consume(), name=f"carpool-batcher-{self.name}")
+        self.state = EngineState.READY
+        log.info("model %s ready in %.2f s on %s", self.name, self.load_seconds, self.model.device)
+
+    def _load_and_warm(self) -> list[tuple[int, int, float]]:
+        self.model.load()
+        verify = getattr(self.model, "verify", None)
+        if callable(verify):
+            verify()
+        return [(s.batch_size, s.padded_len, s.seconds) for s in self.model.warmup()]
+
+    async def drain(self) -> None:
+        """Refuse new requests, finish every queued one, then stop the consumer and the thread."""
+        if self.state in (EngineState.STOPPED, EngineState.NEW):
+            return
+        self._draining = True
+        if self.state is EngineState.READY:
+            self.state = EngineState.DRAINING
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.state = EngineState.STOPPED
+
+    @property
+    def alive(self) -> bool:
+        """Ready, consumer running and model thread present."""
+        return (
+            self.state is EngineState.READY
+            and self._task is not None
+            and not self._task.done()
+            and self._executor is not None
+        )
+
+    def reconfigure(self, config: BatchingConfig) -> None:
+        """Use `config` from the next batch on; a batch in flight is not touched."""
+        self.config = config
+        self._policy = policies.for_config(config, self.cost.model)
+        self._wake.set()
+
+    # -- requests --------------------------------------------------------------------------------
+
+    @property
+    def queue_size(self) -> int:
+        return len(self._queue)
+
+    def submit(self, text: str) -> asyncio.Future[Prediction]:
+        """Queue one text; the returned future resolves to its prediction or its own error."""
+        if self.state is not EngineState.READY or self._loop is None:
+            raise errors.ModelNotReady(
+                f"model {self.name!r} is {self.state.value}" + (f": {self.error}" if self.error else ""),
+                model=self.name,
+            )
+        if len(self._queue) >= self.config.max_queue_size:
+            self.stats.overflow += 1
+            raise errors.QueueFull(
+                f"model {self.name!r} has {len(self._queue)} requests waiting "
+                f"(max_queue_size {self.config.max_queue_size}); retry shortly",
+                retry_after_s=self._retry_after_s(),
+                model=self.name,
+            )
+        item = self.model.encode(text)
+        now = self._loop.time()
+        future: asyncio.Future[Prediction] = self._loop.create_future()
+        self._queue.append(Pending(item, future, now, item.tokens))
+        self.stats.on_arrival(now, len(self._queue))
+        self._wake.set()
+        return future
+
+    def _retry_after_s(self) -> float:
+        model = self.cost.model
+        per_request = model.estimate(self.config.max_batch_size, 48) / self.config.max_batch_size
+        return max(1.0, len(self._queue) * per_request)
+
+    # -- the consumer ----------------------------------------------------------------------------
+
+    def signals(self, now: float) -> policies.Signals:
+        busy = self.stats.busy_fraction(now)
+        if self._running is not None:
+            busy = min(1.0, busy + min(now - self._running[0], 1.0))
+        if self._device_load is not None:
+            gpu = self._device_load()
+            if gpu is not None:
+                busy = max(busy, gpu)
+        return policies.Signals(
+            now=now,
+            arrival_rate=self.stats.arrival_rate(now),
+            busy=busy,
+            latency_p95_s=self.stats.latency_p95(now),
+            typical_wait_s=self.stats.typical_wait_s,
+            last_arrival=self.stats.last_arrival,
+        )
+
+    async def _consume(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        while True:
+            queue = self._queue
+            if any(p.future.done() for p in queue):
+                kept = [p for p in queue if not p.future.done()]
+                self.stats.cancelled += len(queue) - len(kept)
+                self._queue = queue = kept
+            if not queue:
+                if self._draining:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = loop.time()
+            policy = self._policy
+            pick = policy.pick(queue, self.signals(now))
+            if not pick.take and self._draining:
+                pick = policies.Pick(tuple(range(min(len(queue), self.config.max_batch_size))))
+            if not pick.take:
+                self._wake.clear()
+                handle = loop.call_at(pick.wait_until if pick.wait_until is not None else now, self._wake.set)
+                await self._wake.wait()
+                handle.cancel()
+                continue
+            chosen = set(pick.take)
+            batch = [queue[i] for i in pick.take]
+            self._queue = [p for i, p in enumerate(queue) if i not in chosen]
+            await self._run(batch)
+
+    async def _run(self, batch: list[Pending]) -> None:
+        assert self._loop is not None and self._executor is not None
+        loop = self._loop
+        started = loop.time()
+        self._running = (started, len(batch))
+        items = [p.item for p in batch]
+        try:
+            outcomes, forward_s = await loop.run_in_executor(self._executor, self._forward, items)
+        finally:
+            self._running = None
+        done = loop.time()
+        padded_len = max(p.tokens for p in batch)
+        waits = [started - p.enqueued_at for p in batch]
+        self.stats.on_batch(started, done, waits, padded_len, sum(p.tokens for p in batch))
+        if forward_s is not None:
+            self.cost.observe(len(batch), padded_len, forward_s)
+            if isinstance(self._policy, policies.BatchOptimized | policies.Adaptive):
+                self._policy.cost = self.cost.model
+        if self._observer is not None:
+            self._observer.on_batch(self.name, len(batch), waits, done - started)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            ok = not isinstance(outcome, BaseException)
+            self.stats.on_result(done, done - pending.enqueued_at, ok)
+            if pending.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+    def _forward(self, items: list[Encoded]) -> tuple[list[Outcome], float | None]:
+        """Model thread: the batch, or each item alone if the batch raised."""
+        started = time.perf_counter()
+        try:
+            predictions = self.model.predict_batch(items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [self._as_error(exc, items[0])], None
+            log.warning(
+                "model %s: a batch of %d failed (%s); retrying items one by one", self.name, len(items), exc
+            )
+            return [self._forward([item])[0][0] for item in items], None
+        elapsed = time.perf_counter() - started
+        if len(predictions) != len(items):
+            error = errors.InferenceFailed(
+                f"model {self.name!r} returned {len(predictions)} predictions for {len(items)} texts: "
+                "predict_batch must return exactly one prediction per input, in order"
+            )
+            return [error] * len(items), None
+        return list(predictions), elapsed
+
+    def _as_error(self, exc: Exception, item: Encoded) -> BaseException:
+        if isinstance(exc, errors.CarpoolError):
+            return exc
+        return errors.InferenceFailed(
+            f"model {self.name!r} failed on this text ({len(item.text)} characters): "
+            f"{type(exc).__name__}: {exc}",
+            model=self.name,
+        )
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """This engine's part of /batching/stats."""
+        now = self._loop.time() if self._loop is not None else 0.0
+        config = self.config
+        report: dict[str, Any] = {
+            "state": self.state.value,
+            "strategy": config.strategy.value,
+            "effective_strategy": config.effective_strategy.value,
+        }
+        policy = self._policy
+        if isinstance(policy, policies.Adaptive):
+            report["adaptive"] = {"mode": policy.mode.value, "reason": policy.reason}
+        elif config.effective_strategy is Strategy.SINGLE_REQUEST:
+            reason = "batching disabled (enable=false)" if not config.enable else "strategy single_request"
+            report["mode"] = {"mode": "one_request_per_forward", "reason": reason}
+        report.update(self.stats.snapshot(now, config.max_batch_size))
+        report["queue"] = {
+            "size": len(self._queue),
+            "peak": self.stats.peak_queue,
+            "max": config.max_queue_size,
+            "overflow": self.stats.overflow,
+        }
+        model = self.cost.model
+        report["cost_model"] = {
+            "fixed_ms": round(model.fixed_s * 1000, 4),
+            "per_item_ms": round(model.per_item_s * 1000, 4),
+            "per_token_us": round(model.per_token_s * 1e6, 4),
+            "batches_fitted": self.cost.samples,
+        }
+        return report

@@ -1,0 +1,143 @@
+"""Measured figures of one model's engine: what /batching/stats reports and adaptive reads.
+
+Every record call is O(1) amortised (bounded deques); percentiles are computed when asked, and the
+p95 the adaptive controller reads is cached for `P95_REFRESH_S`. Times are on the loop clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["EngineStats", "percentile"]
+
+WINDOW = 4096  # recent requests kept for percentiles
+RATE_WINDOW_S = 1.0  # arrivals counted over this span for the arrival rate
+BUSY_WINDOW_S = 1.0  # model-thread busy fraction over this span
+THROUGHPUT_WINDOW_S = 10.0
+P95_REFRESH_S = 0.1
+WAIT_EWMA = 0.1
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of already sorted `values` (None when empty)."""
+    if not values:
+        return None
+    rank = max(0, min(len(values) - 1, round(q / 100.0 * len(values) + 0.5) - 1))
+    return values[rank]
+
+
+@dataclass(slots=True)
+class _Batch:
+    done_at: float
+    size: int
+    padded_len: int
+    tokens: int
+    seconds: float
+
+
+class EngineStats:
+    def __init__(self, now: float) -> None:
+        self.started_at = now
+        self.completed = 0
+        self.failed = 0
+        self.overflow = 0
+        self.cancelled = 0
+        self.peak_queue = 0
+        self.typical_wait_s = 0.0
+        self._latencies: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (done_at, seconds)
+        self._waits: deque[float] = deque(maxlen=WINDOW)
+        self._batches: deque[_Batch] = deque(maxlen=WINDOW)
+        self._arrivals: deque[float] = deque(maxlen=WINDOW)
+        self._busy: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (start, end)
+        self._p95: float | None = None
+        self._p95_at = float("-inf")
+        self.last_arrival: float | None = None
+
+    def on_arrival(self, now: float, queue_size: int) -> None:
+        self._arrivals.append(now)
+        self.last_arrival = now
+        if queue_size > self.peak_queue:
+            self.peak_queue = queue_size
+
+    def on_batch(self, started: float, done: float, waits: list[float], padded_len: int, tokens: int) -> None:
+        size = len(waits)
+        self._batches.append(_Batch(done, size, padded_len, tokens, done - started))
+        self._busy.append((started, done))
+        self._waits.extend(waits)
+        for wait in waits:
+            self.typical_wait_s += WAIT_EWMA * (wait - self.typical_wait_s)
+
+    def on_result(self, done: float, latency_s: float, ok: bool) -> None:
+        if ok:
+            self.completed += 1
+            self._latencies.append((done, latency_s))
+        else:
+            self.failed += 1
+
+    def arrival_rate(self, now: float) -> float:
+        arrivals = self._arrivals
+        while arrivals and arrivals[0] < now - RATE_WINDOW_S:
+            arrivals.popleft()
+        span = min(RATE_WINDOW_S, max(now - self.started_at, 1e-3))
+        return len(arrivals) / span
+
+    def busy_fraction(self, now: float) -> float:
+        """Share of the last second the model thread spent computing (a running batch counts)."""
+        start_window = now - BUSY_WINDOW_S
+        busy = 0.0
+        for start, end in reversed(self._busy):
+            if end <= start_window:
+                break
+            busy += end - max(start, start_window)
+        span = min(BUSY_WINDOW_S, max(now - self.started_at, 1e-3))
+        return min(1.0, busy / span)
+
+    def latency_p95(self, now: float) -> float | None:
+        if now - self._p95_at >= P95_REFRESH_S:
+            recent = sorted(s for t, s in self._latencies if t >= now - 60.0)
+            self._p95 = percentile(recent, 95)
+            self._p95_at = now
+        return self._p95
+
+    def snapshot(self, now: float, max_batch_size: int) -> dict[str, Any]:
+        latencies = sorted(s for _, s in self._latencies)
+        waits = sorted(self._waits)
+        batches = list(self._batches)
+        recent = [t for t, _ in self._latencies if t >= now - THROUGHPUT_WINDOW_S]
+        span = min(THROUGHPUT_WINDOW_S, max(now - self.started_at, 1e-3))
+        sizes = sum(b.size for b in batches)
+        padded = sum(b.size * b.padded_len for b in batches)
+        return {
+            "requests": {
+                "completed": self.completed,
+                "failed": self.failed,
+                "rejected_queue_full": self.overflow,
+                "cancelled": self.cancelled,
+            },
+            "throughput_rps": round(len(recent) / span, 2),
+            "arrival_rate_rps": round(self.arrival_rate(now), 2),
+            "latency_ms": _summary(latencies),
+            "queue_wait_ms": _summary(waits),
+            "inference_ms": _summary(sorted(b.seconds for b in batches)),
+            "batches": len(batches),
+            "avg_batch_size": round(sizes / len(batches), 3) if batches else None,
+            "batch_utilization": round(sizes / len(batches) / max_batch_size, 4) if batches else None,
+            "padding_efficiency": round(sum(b.tokens for b in batches) / padded, 4) if padded else None,
+            "device_busy": round(self.busy_fraction(now), 4),
+            "window": f"last {WINDOW} requests and batches",
+        }
+
+
+def _summary(sorted_seconds: list[float]) -> dict[str, float | None]:
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000.0, 3)
+
+    mean = sum(sorted_seconds) / len(sorted_seconds) if sorted_seconds else None
+    return {
+        "p50": ms(percentile(sorted_seconds, 50)),
+        "p95": ms(percentile(sorted_seconds, 95)),
+        "p99": ms(percentile(sorted_seconds, 99)),
+        "mean": ms(mean),
+    }

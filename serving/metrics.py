@@ -1,0 +1,134 @@
+"""Prometheus metrics of the serving pod, all prefixed `carpool_`, in base units.
+
+- `carpool_queue_size{model}` gauge: requests waiting now (the operator scales on it).
+- `carpool_batch_size{model}` histogram, buckets 1..256 in powers of two.
+- `carpool_queue_wait_seconds{model}`, `carpool_inference_seconds{model}` and
+  `carpool_request_latency_seconds{endpoint}` histograms.
+- `carpool_requests_total{endpoint,model,outcome}` counter; outcome is ok, invalid, rejected
+  (queue full), unavailable (not ready) or error.
+- `carpool_model_ready{model}` gauge, and where an NVIDIA GPU exists
+  `carpool_gpu_utilization_ratio{gpu}`, `carpool_gpu_memory_used_bytes{gpu}` and
+  `carpool_gpu_memory_total_bytes{gpu}`; on a CPU-only machine those are absent.
+
+Each app owns its own `CollectorRegistry`, so several apps can live in one process (tests).
+Queue sizes and GPU readings are read at scrape time, never pushed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from serving import hardware
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BATCH_BUCKETS = tuple(float(2**i) for i in range(9))  # 1 .. 256
+WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _LiveGauges(Collector):
+    """Gauges read when Prometheus scrapes: queue sizes, readiness, GPUs."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        queue = GaugeMetricFamily(
+            "carpool_queue_size", "Requests waiting in a model's queue.", labels=["model"]
+        )
+        ready = GaugeMetricFamily(
+            "carpool_model_ready", "1 when the model is loaded, warm and served.", labels=["model"]
+        )
+        for name, (size, is_ready) in sorted(self._metrics.models().items()):
+            queue.add_metric([name], size)
+            ready.add_metric([name], 1.0 if is_ready else 0.0)
+        yield queue
+        yield ready
+        gpu = self._metrics.gpu
+        if gpu is None:
+            return
+        util = GaugeMetricFamily(
+            "carpool_gpu_utilization_ratio", "GPU busy fraction (NVML), 0..1.", labels=["gpu"]
+        )
+        used = GaugeMetricFamily("carpool_gpu_memory_used_bytes", "GPU memory in use (NVML).", labels=["gpu"])
+        total = GaugeMetricFamily(
+            "carpool_gpu_memory_total_bytes", "GPU memory in total (NVML).", labels=["gpu"]
+        )
+        for device in gpu.devices():
+            label = [str(device["index"])]
+            util.add_metric(label, device["utilization"])
+            used.add_metric(label, device["memory_used_bytes"])
+            total.add_metric(label, device["memory_total_bytes"])
+        yield from (util, used, total)
+
+
+class Metrics:
+    """The collectors; `models` reports {name: (queue size, ready)} at scrape time."""
+
+    def __init__(self, *, enabled: bool = True, gpu: hardware.GpuProbe | None = None) -> None:
+        self.enabled = enabled
+        self.gpu = gpu
+        self.models: Callable[[], Mapping[str, tuple[int, bool]]] = dict
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.batch_size = Histogram(
+            "carpool_batch_size",
+            "Requests per forward pass.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "carpool_queue_wait_seconds",
+            "Time from queueing to the start of the forward pass.",
+            ["model"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.inference = Histogram(
+            "carpool_inference_seconds",
+            "Forward pass time of a batch, hand-off included.",
+            ["model"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.request_latency = Histogram(
+            "carpool_request_latency_seconds",
+            "Time to answer a request, from the handler's start.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "carpool_requests",
+            "Requests per model by outcome (ok, invalid, rejected, unavailable, error).",
+            ["endpoint", "model", "outcome"],
+            registry=registry,
+        )
+        registry.register(_LiveGauges(self))
+
+    def on_batch(self, model: str, size: int, waits: Sequence[float], inference_s: float) -> None:
+        if not self.enabled:
+            return
+        self.batch_size.labels(model).observe(size)
+        self.inference.labels(model).observe(inference_s)
+        wait = self.queue_wait.labels(model)
+        for seconds in waits:
+            wait.observe(seconds)
+
+    def on_request(self, endpoint: str, outcomes: Mapping[str, str], latency_s: float) -> None:
+        """One request: its outcome per model named, and its latency."""
+        if not self.enabled:
+            return
+        for model, outcome in outcomes.items():
+            self.requests.labels(endpoint, model, outcome).inc()
+        self.request_latency.labels(endpoint).observe(latency_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Models the pod serves: the `Model` protocol, Hugging Face classifiers, the registry."""

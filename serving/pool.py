@@ -1,0 +1,312 @@
+"""The models a pod serves, each behind its own batching engine, and the requests that span them.
+
+`ModelPool` is what the HTTP layer talks to: it validates texts and model names, fans a request
+out to every model it names (each model has its own queue) and waits for all, applies a new
+batching config to every engine at once, and assembles /batching/stats, /models/status and /health.
+Models load in the background after the server starts, so /health answers 503 until all are warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from serving import errors, hardware
+from serving.batching.engine import BatchEngine, EngineState
+from serving.metrics import Metrics
+from serving.models import registry
+from serving.models.base import Model, Prediction
+from serving.settings import BatchingConfig, ServerSettings
+
+__all__ = ["ModelPool", "Served"]
+
+log = logging.getLogger("carpool.pool")
+
+
+@dataclass(slots=True)
+class Served:
+    """A model in the pool: its engine and what /models/status says about it."""
+
+    engine: BatchEngine
+    path: str = ""
+    card: dict[str, Any] | None = None
+    untrained_head: bool = False
+    kind: str = field(default="base")
+
+
+class ModelPool:
+    def __init__(
+        self,
+        models: Sequence[Served],
+        config: BatchingConfig,
+        *,
+        metrics: Metrics | None = None,
+        max_text_chars: int = 20_000,
+        gpu: hardware.GpuProbe | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics(enabled=False)
+        self.max_text_chars = max_text_chars
+        self.gpu = gpu
+        self.served = {served.engine.name: served for served in models}
+        self.metrics.models = self._queue_states
+        self._loading: asyncio.Task[None] | None = None
+        self.started_at = time.monotonic()
+
+    @classmethod
+    def from_models(cls, models: Sequence[Model], config: BatchingConfig, **options: Any) -> ModelPool:
+        """A pool of already built models (tests, EchoModel)."""
+        metrics = options.get("metrics")
+        gpu = options.get("gpu")
+        served = [
+            Served(
+                BatchEngine(model, config, observer=metrics, device_load=gpu.utilization if gpu else None),
+                kind="trained" if model.name.endswith(registry.TRAINED_SUFFIX) else "base",
+                path=str(getattr(model, "path", "")),
+                card=registry.load_card(model.path) if hasattr(model, "path") else None,
+                untrained_head=bool(getattr(model, "untrained_head", False)),
+            )
+            for model in models
+        ]
+        return cls(served, config, **options)
+
+    @classmethod
+    def from_settings(
+        cls, settings: ServerSettings, metrics: Metrics, gpu: hardware.GpuProbe | None
+    ) -> ModelPool:
+        """The pool `carpool serve` runs: models found by `registry.discover`, not yet loaded."""
+        specs = registry.discover(settings.models, settings.models_dir)
+        models = [
+            registry.build_model(
+                spec, device=settings.device, dtype=settings.dtype, max_length=settings.max_length
+            )
+            for spec in specs
+        ]
+        return cls.from_models(
+            models, settings.batching, metrics=metrics, gpu=gpu, max_text_chars=settings.max_text_chars
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start_loading(self) -> asyncio.Task[None]:
+        """Load every model in the background, one after the other (they share the CPU)."""
+        self._loading = asyncio.get_running_loop().create_task(self._load_all(), name="carpool-load-models")
+        return self._loading
+
+    async def _load_all(self) -> None:
+        for served in self.served.values():
+            try:
+                await served.engine.start()
+            except Exception:
+                log.exception("model %s could not be loaded", served.engine.name)
+
+    async def drain(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loading
+        await asyncio.gather(*(served.engine.drain() for served in self.served.values()))
+
+    # -- names -----------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.served)
+
+    @property
+    def trained_names(self) -> list[str]:
+        return [name for name, served in self.served.items() if served.kind == "trained"]
+
+    @property
+    def base_names(self) -> list[str]:
+        return [name for name, served in self.served.items() if served.kind == "base"]
+
+    def resolve(self, names: Sequence[str] | None, *, trained_only: bool = False) -> list[str]:
+        """The models a request names (default: every base model, or every trained one)."""
+        trained = self.trained_names
+        if trained_only and not trained:
+            raise errors.UnknownModel(
+                "no trained model is loaded; run `carpool train` to make one "
+                "(it writes models/minilm_trained), "
+                "then restart `carpool serve`",
+                trained_models=[],
+            )
+        if not names:
+            return trained if trained_only else (self.base_names or self.names)
+        unknown = [name for name in names if name not in self.served]
+        if unknown:
+            raise errors.UnknownModel(
+                f"unknown model {unknown[0]!r}; this pod serves {', '.join(self.names)}",
+                known_models=self.names,
+            )
+        if trained_only:
+            base = [name for name in names if name not in trained]
+            if base:
+                raise errors.NotATrainedModel(
+                    f"{base[0]!r} is not a trained model; /predict/trained serves {', '.join(trained)} "
+                    "(use /predict for base models, or run `carpool train --base NAME` to train one)",
+                    trained_models=trained,
+                )
+        return list(dict.fromkeys(names))
+
+    def check_text(self, text: str) -> None:
+        if not text.strip():
+            raise errors.EmptyText("text must not be empty or blank")
+        if len(text) > self.max_text_chars:
+            raise errors.TextTooLong(
+                f"text has {len(text)} characters; "
+                f"the limit is {self.max_text_chars} (CARPOOL_MAX_TEXT_CHARS)",
+                limit=self.max_text_chars,
+            )
+
+    # -- predictions -----------------------------------------------------------------------------
+
+    async def predict(self, text: str, names: Sequence[str]) -> dict[str, tuple[Prediction, float]]:
+        """One prediction per model, with each model's latency in seconds; waits for all."""
+        self.check_text(text)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        futures: list[asyncio.Future[Prediction]] = []
+        try:
+            for name in names:
+                futures.append(self.served[name].engine.submit(text))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        if len(futures) == 1:
+            prediction = await futures[0]
+            return {names[0]: (prediction, loop.time() - started)}
+        finished: dict[str, float] = {}
+        for name, future in zip(names, futures, strict=True):
+            future.add_done_callback(functools.partial(_mark_done, finished, name, loop))
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return {
+            name: (outcome, finished.get(name, loop.time()) - started)
+            for name, outcome in zip(names, outcomes, strict=True)
+            if isinstance(outcome, Prediction)
+        }
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def configure(self, changes: Mapping[str, Any]) -> BatchingConfig:
+        """Apply a partial update to every engine (at its next batch); 422 names a bad field."""
+        try:
+            config = self.config.updated(changes)
+        except ValidationError as exc:
+            raise errors.InvalidConfig(_config_error(exc), errors=_error_list(exc)) from None
+        self.config = config
+        for served in self.served.values():
+            served.engine.reconfigure(config)
+        log.info("batching config %s applied: %s", config.config_hash(), config.model_dump(mode="json"))
+        return config
+
+    # -- reports ---------------------------------------------------------------------------------
+
+    def _queue_states(self) -> dict[str, tuple[int, bool]]:
+        return {name: (s.engine.queue_size, s.engine.alive) for name, s in self.served.items()}
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.served) and all(served.engine.alive for served in self.served.values())
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.ready else "unavailable",
+            "models": {
+                name: {"state": s.engine.state.value, "alive": s.engine.alive, **_error(s.engine)}
+                for name, s in self.served.items()
+            },
+        }
+
+    def stats(self) -> dict[str, Any]:
+        config = self.config
+        system: dict[str, Any] = {"cpu": hardware.cpu_snapshot()}
+        if self.gpu is not None:
+            system["gpus"] = self.gpu.devices()
+        return {
+            "config": config.model_dump(mode="json"),
+            "config_hash": config.config_hash(),
+            "strategy": config.strategy.value,
+            "effective_strategy": config.effective_strategy.value,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "system": system,
+            "models": {name: served.engine.describe() for name, served in self.served.items()},
+        }
+
+    def status(self) -> list[dict[str, Any]]:
+        report = []
+        for name, served in self.served.items():
+            engine = served.engine
+            model = engine.model
+            entry: dict[str, Any] = {
+                "name": name,
+                "kind": served.kind,
+                "path": served.path,
+                "device": model.device,
+                "dtype": model.dtype,
+                "labels": list(model.labels),
+                "state": engine.state.value,
+                "load_seconds": None if engine.load_seconds is None else round(engine.load_seconds, 3),
+                "warm": engine.state in (EngineState.READY, EngineState.DRAINING),
+                "queue_size": engine.queue_size,
+                **_error(engine),
+            }
+            if served.untrained_head:
+                entry["head"] = (
+                    "untrained: seeded random classification head; run `carpool train` for minilm_trained"
+                )
+            if served.card is not None:
+                entry["card"] = _card_summary(served.card)
+            report.append(entry)
+        return report
+
+
+def _mark_done(
+    finished: dict[str, float],
+    name: str,
+    loop: asyncio.AbstractEventLoop,
+    _future: asyncio.Future[Prediction],
+) -> None:
+    finished[name] = loop.time()
+
+
+def _error(engine: BatchEngine) -> dict[str, Any]:
+    return {"error": engine.error} if engine.error else {}
+
+
+def _card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("name", "base", "labels", "metrics", "trained_at", "train_seconds", "data", "error")
+    return {key: card[key] for key in keys if key in card}
+
+
+def _error_list(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "field": ".".join(str(p) for p in e["loc"]) or "config",
+            "message": e["msg"],
+            "value": e.get("input"),
+        }
+        for e in exc.errors(include_url=False)
+    ]
+
+
+def _config_error(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors(include_url=False):
+        field_name = ".".join(str(p) for p in e["loc"])
+        where = f"{field_name}: " if field_name else ""
+        value = f" (got {e.get('input')!r})" if field_name else ""
+        parts.append(f"{where}{e['msg']}{value}")
+    return "invalid batching config: " + "; ".join(parts)
