@@ -46,6 +46,9 @@ class OperatorConfig:
     resync_interval_s: float = 30.0
     """How often the periodic pass restores children and corrects pods that missed a push."""
 
+    autoscale_interval_s: float = 15.0
+    """How often the autoscaler queries Prometheus for each autoscaled policy (HPA's sync period)."""
+
     push_timeout_s: float = 5.0
     """Per pod and per HTTP call of a config push (POST /batching/configure, GET /batching/stats)."""
 
@@ -59,7 +62,13 @@ class OperatorConfig:
     """Retries of one change before the periodic pass alone keeps trying."""
 
     def __post_init__(self) -> None:
-        for name in ("resync_interval_s", "push_timeout_s", "retry_base_delay_s", "retry_max_delay_s"):
+        for name in (
+            "resync_interval_s",
+            "autoscale_interval_s",
+            "push_timeout_s",
+            "retry_base_delay_s",
+            "retry_max_delay_s",
+        ):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
@@ -73,7 +82,8 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> OperatorConfig:
         """Read CARPOOL_SERVING_IMAGE, CARPOOL_IMAGE_PULL_SECRETS, CARPOOL_OPERATOR_RESYNC_SECONDS,
-        CARPOOL_OPERATOR_PUSH_TIMEOUT_SECONDS and KUBECONFIG; keyword overrides win when not None."""
+        CARPOOL_OPERATOR_PUSH_TIMEOUT_SECONDS, CARPOOL_OPERATOR_AUTOSCALE_SECONDS and KUBECONFIG;
+        keyword overrides win when not None."""
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
         if environ.get("CARPOOL_SERVING_IMAGE", "").strip():
@@ -84,6 +94,7 @@ class OperatorConfig:
         for env_name, field in (
             ("CARPOOL_OPERATOR_RESYNC_SECONDS", "resync_interval_s"),
             ("CARPOOL_OPERATOR_PUSH_TIMEOUT_SECONDS", "push_timeout_s"),
+            ("CARPOOL_OPERATOR_AUTOSCALE_SECONDS", "autoscale_interval_s"),
         ):
             raw = environ.get(env_name, "").strip()
             if raw:

@@ -110,6 +110,8 @@ class AutoscalingSpec:
     max_replicas: int = 8
     target_queue_size: float = 8.0
     prometheus_url: str | None = None
+    query: str | None = None
+    """PromQL for the policy's total waiting requests; None means prometheus.DEFAULT_QUERY."""
     scale_up_stabilization_s: int = 0
     scale_down_stabilization_s: int = 300
 
@@ -268,6 +270,7 @@ def _autoscaling(raw: Mapping[str, Any]) -> AutoscalingSpec:
         max_replicas=high,
         target_queue_size=target,
         prometheus_url=url,
+        query=_str(raw.get("query"), "spec.autoscaling.query") or None,
         scale_up_stabilization_s=_int(
             raw.get("scaleUpStabilizationSeconds"),
             "spec.autoscaling.scaleUpStabilizationSeconds",
