@@ -68,9 +68,9 @@ class Condition:
 
     def as_dict(self, transition_time: str) -> dict[str, Any]:
         result: dict[str, Any] = {
-            "type": self.type,
+            "type": str(self.type),
             "status": str(self.status),
-            "reason": self.reason,
+            "reason": str(self.reason),
             "message": self.message,
             "lastTransitionTime": transition_time,
         }

@@ -1,0 +1,216 @@
+"""The BatchingPolicy CRD: structural, documented, and refusing what cannot work.
+
+Example policies are checked the way the API server checks them: defaults applied from the
+schema, then the openAPIV3Schema (jsonschema, Draft 4: Kubernetes' dialect), then the CEL rules
+of `x-kubernetes-validations`, evaluated by a real CEL implementation (cel-python).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import pytest
+import yaml
+
+from carpool_operator import spec as policy_spec
+from serving import settings as serving_settings
+from tests.support import kube
+
+pytestmark = pytest.mark.unit
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+CRD = kube.crd()
+VERSION = CRD["spec"]["versions"][0]
+SCHEMA = VERSION["schema"]["openAPIV3Schema"]
+
+
+def _nodes(schema: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    yield path, schema
+    for name, child in (schema.get("properties") or {}).items():
+        yield from _nodes(child, f"{path}.{name}")
+    if isinstance(schema.get("items"), Mapping):
+        yield from _nodes(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), Mapping):
+        yield from _nodes(schema["additionalProperties"], f"{path}{{}}")
+
+
+def _defaulted(schema: Mapping[str, Any], value: Any) -> Any:
+    """Apply the schema's defaults as the API server does before validating."""
+    if isinstance(value, dict):
+        for name, child in (schema.get("properties") or {}).items():
+            if name not in value and "default" in child:
+                value[name] = copy.deepcopy(child["default"])
+            if name in value:
+                value[name] = _defaulted(child, value[name])
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [_defaulted(schema["items"], item) for item in value]
+    return value
+
+
+def _cel_failures(schema: Mapping[str, Any], value: Any, path: str = "") -> list[str]:
+    failures = []
+    environment = celpy.Environment()
+    for rule in schema.get("x-kubernetes-validations") or ():
+        program = environment.program(environment.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+            failures.append(f"{path}: {rule['message']}")
+    if isinstance(value, Mapping):
+        for name, child in (schema.get("properties") or {}).items():
+            if name in value:
+                failures += _cel_failures(child, value[name], f"{path}.{name}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            failures += _cel_failures(schema["items"], item, f"{path}[{index}]")
+    return failures
+
+
+def admission_errors(document: Mapping[str, Any]) -> list[str]:
+    """What the API server would refuse in this document (empty: accepted)."""
+    obj = _defaulted(SCHEMA, copy.deepcopy(dict(document)))
+    validator = jsonschema.Draft4Validator(SCHEMA)
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+    return errors or _cel_failures(SCHEMA, obj)
+
+
+def test_the_schema_is_structural_and_documented() -> None:
+    assert CRD["spec"]["group"] == policy_spec.GROUP
+    assert CRD["spec"]["names"]["plural"] == policy_spec.PLURAL
+    assert CRD["spec"]["names"]["kind"] == policy_spec.KIND
+    assert VERSION["name"] == policy_spec.VERSION and VERSION["served"] and VERSION["storage"]
+    assert "bp" in CRD["spec"]["names"]["shortNames"]
+    assert VERSION["subresources"] == {"status": {}}
+    jsonschema.Draft4Validator.check_schema(SCHEMA)
+    assert "x-kubernetes-preserve-unknown-fields" not in SCHEMA["properties"]["spec"]
+    for path, node in _nodes(SCHEMA):
+        if path.startswith((".spec", ".status")):
+            assert node.get("description"), f"{path} has no description"
+        int_or_string = node.get("x-kubernetes-int-or-string")
+        assert node.get("type") or int_or_string, f"{path} has no type (not structural)"
+
+
+def test_conditions_are_a_list_map_keyed_by_type() -> None:
+    conditions = SCHEMA["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    fields = set(conditions["items"]["properties"])
+    assert {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"} <= fields
+
+
+def test_printer_columns_read_fields_the_schema_has() -> None:
+    columns = {column["name"]: column["jsonPath"] for column in VERSION["additionalPrinterColumns"]}
+    assert {"Strategy", "Replicas", "Ready", "Queue", "Age"} <= set(columns)
+    assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    paths = {path for path, _ in _nodes(SCHEMA)}
+    for name, json_path in columns.items():
+        if name not in ("Ready", "Age"):
+            assert json_path in paths, f"column {name} reads {json_path}, which the schema lacks"
+
+
+def test_defaults_are_those_of_the_operator_and_the_pod() -> None:
+    spec_schema = SCHEMA["properties"]["spec"]["properties"]
+    pod = serving_settings.BatchingConfig.model_validate({})
+    batching = {name: node.get("default") for name, node in spec_schema["batching"]["properties"].items()}
+    adaptive = {name: node.get("default") for name, node in spec_schema["adaptive"]["properties"].items()}
+    assert spec_schema["strategy"]["default"] == pod.strategy
+    assert batching == {
+        "enabled": pod.enable,
+        "maxBatchSize": pod.max_batch_size,
+        "maxWaitTimeMs": pod.max_wait_time_ms,
+        "minBatchSize": pod.min_batch_size,
+        "maxQueueSize": pod.max_queue_size,
+    }
+    assert adaptive == {"loadThreshold": pod.load_threshold, "latencyThresholdMs": pod.latency_threshold_ms}
+    serving = spec_schema["serving"]["properties"]
+    assert serving["replicas"]["default"] == policy_spec.ServingSpec().replicas
+    assert serving["port"]["default"] == policy_spec.ServingSpec().port
+    autoscaling = {
+        name: node.get("default") for name, node in spec_schema["autoscaling"]["properties"].items()
+    }
+    defaults = policy_spec.AutoscalingSpec()
+    assert autoscaling["minReplicas"] == defaults.min_replicas
+    assert autoscaling["maxReplicas"] == defaults.max_replicas
+    assert autoscaling["targetQueueSize"] == defaults.target_queue_size
+    assert autoscaling["scaleUpStabilizationSeconds"] == defaults.scale_up_stabilization_s
+    assert autoscaling["scaleDownStabilizationSeconds"] == defaults.scale_down_stabilization_s
+    assert spec_schema["ingress"]["properties"]["path"]["default"] == policy_spec.IngressSpec().path
+
+
+def test_a_policy_with_defaults_only_parses_to_the_pods_defaults() -> None:
+    obj = _defaulted(SCHEMA, {"apiVersion": "carpool.dev/v1alpha1", "kind": "BatchingPolicy", "spec": {}})
+    parsed = policy_spec.parse(obj["spec"], name="defaults", namespace="default")
+    assert parsed.batching == serving_settings.BatchingConfig.model_validate({})
+    assert dataclasses.astuple(parsed.serving)[2:4] == (1, 8000)
+
+
+def test_the_three_use_cases_have_an_example() -> None:
+    strategies = {yaml.safe_load(path.read_text())["spec"]["strategy"] for path in EXAMPLES}
+    assert strategies == {"single_request", "batch_optimized", "adaptive"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[path.stem for path in EXAMPLES])
+def test_every_example_is_accepted_by_the_schema_and_the_operator(path: Path) -> None:
+    document = yaml.safe_load(path.read_text())
+    assert document["apiVersion"] == f"{policy_spec.GROUP}/{policy_spec.VERSION}"
+    assert document["kind"] == policy_spec.KIND
+    assert admission_errors(document) == []
+    policy_spec.parse(document["spec"], name=document["metadata"]["name"], namespace="default")
+
+
+def _policy(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "carpool.dev/v1alpha1",
+        "kind": "BatchingPolicy",
+        "metadata": {"name": "p"},
+        "spec": spec,
+    }
+
+
+INVALID = [
+    pytest.param(
+        _policy(batching={"minBatchSize": 16, "maxBatchSize": 8}), "minBatchSize", True, id="min-above-max"
+    ),
+    pytest.param(_policy(batching={"minBatchSize": 64}), "minBatchSize", True, id="min-above-default-max"),
+    pytest.param(_policy(strategy="turbo"), "turbo", True, id="unknown-strategy"),
+    pytest.param(_policy(batching={"maxBatchSize": 0}), "maxBatchSize", True, id="zero-batch"),
+    pytest.param(_policy(batching={"maxWaitTimeMs": -1}), "maxWaitTimeMs", True, id="negative-wait"),
+    pytest.param(_policy(adaptive={"loadThreshold": 0}), "loadThreshold", True, id="zero-load-threshold"),
+    pytest.param(_policy(adaptive={"loadThreshold": 1.5}), "loadThreshold", True, id="load-above-one"),
+    pytest.param(
+        _policy(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+        "minReplicas",
+        True,
+        id="replicas-min-above-max",
+    ),
+    pytest.param(
+        _policy(autoscaling={"enabled": True}), "prometheusUrl", True, id="autoscaling-without-prometheus"
+    ),
+    pytest.param(_policy(models=[{"name": "bert"}]), "path", True, id="model-without-path"),
+    pytest.param(_policy(models=[{"name": "a=b", "path": "/m"}]), "name", True, id="model-name-with-equals"),
+    pytest.param(_policy(serving={"port": 70000}), "port", True, id="port-out-of-range"),
+    pytest.param(_policy(serving={"replicas": -1}), "replicas", True, id="negative-replicas"),
+    pytest.param(_policy(ingress={"path": "predict"}), "path", True, id="relative-ingress-path"),
+    pytest.param(
+        _policy(serving={"tolerations": [{"operator": "Maybe"}]}),
+        "operator",
+        False,
+        id="unknown-toleration-operator",
+    ),
+]
+
+
+@pytest.mark.parametrize(("document", "field", "operator_refuses"), INVALID)
+def test_invalid_policies_are_refused_naming_the_field(
+    document: dict[str, Any], field: str, operator_refuses: bool
+) -> None:
+    errors = admission_errors(document)
+    assert errors, "the API server would accept it"
+    assert field in " ".join(errors)
+    if operator_refuses:  # the operator's own check, for clusters where validation was bypassed
+        with pytest.raises(policy_spec.InvalidSpec, match=field):
+            policy_spec.parse(document["spec"], name="p", namespace="default")
