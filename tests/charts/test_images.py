@@ -226,3 +226,8 @@ def test_the_operator_runs_without_the_serving_extra() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--liveness" in result.stdout
+
+
+def test_the_chart_tags_the_images_with_the_distribution_version() -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert rendering.chart().metadata["appVersion"] == version
