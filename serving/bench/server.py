@@ -1,9 +1,12 @@
 """The server under test: a `carpool serve` the bench spawns, or any running Carpool reached by URL.
 
 Why the bench talks to the admin endpoints itself: each cell sets the strategy through POST
-/batching/configure exactly as an operator would, and reads /batching/stats before and after so
-the table can show the batches the engine actually formed. A spawned server listens on a free
-loopback port, writes its log beside the results, and is stopped by its own process handle.
+/batching/configure exactly as an operator would, and reads the cumulative `carpool_batch_size`
+histogram of /metrics before and after, so the table shows the batches the engine formed during
+that cell alone (the average in /batching/stats covers a rolling window that spans cells).
+
+A spawned server listens on a free loopback port, writes its log beside the results, and is
+stopped through its own process handle.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,11 @@ import httpx
 __all__ = [
     "Admin",
     "BenchError",
+    "Spawned",
     "average_batch_size",
+    "batch_counters",
     "free_port",
+    "model_entry",
     "spawned_server",
 ]
 
@@ -80,6 +87,14 @@ class Admin:
         )
         return found if isinstance(found, dict) else {}
 
+    def batch_counters(self, model: str) -> tuple[float, float] | None:
+        """The cumulative `carpool_batch_size` histogram of `model` (None without /metrics)."""
+        try:
+            response = self._client.get("/metrics")
+        except httpx.TransportError:
+            return None
+        return batch_counters(response.text, model) if response.status_code == 200 else None
+
     def predict(self, text: str, model: str) -> Any:
         response = self._client.post("/predict", json={"text": text, "models": [model]})
         return self._json(response, f"POST /predict to {model!r}")
@@ -98,23 +113,42 @@ def model_entry(status: Any, model: str) -> dict[str, Any] | None:
     return None
 
 
-def _batch_counters(stats: Mapping[str, Any], model: str) -> tuple[float, float] | None:
-    """(batches, items) run so far for `model` as /batching/stats counts them, if it does."""
-    section = stats.get("models", {}).get(model) if isinstance(stats.get("models"), dict) else None
-    for scope in (section, stats):
-        if isinstance(scope, Mapping):
-            batches, items = scope.get("batches_total"), scope.get("items_total")
-            if isinstance(batches, int | float) and isinstance(items, int | float):
-                return float(batches), float(items)
-    return None
-
-
-def average_batch_size(before: Mapping[str, Any], after: Mapping[str, Any], model: str) -> float | None:
-    """Requests per model call between two /batching/stats snapshots; None if the stats lack counters."""
-    start, end = _batch_counters(before, model), _batch_counters(after, model)
-    if start is None or end is None or end[0] <= start[0]:
+def batch_counters(metrics_text: str, model: str) -> tuple[float, float] | None:
+    """(forward passes, requests in them) so far for `model`, from the `carpool_batch_size`
+    histogram in Prometheus text; None when the histogram is absent (metrics disabled)."""
+    found: dict[str, float] = {}
+    label = f'model="{model}"'
+    for line in metrics_text.splitlines():
+        for suffix in ("count", "sum"):
+            prefix = f"carpool_batch_size_{suffix}{{"
+            if line.startswith(prefix) and label in line.partition("}")[0]:
+                with contextlib.suppress(ValueError):
+                    found[suffix] = float(line.rpartition(" ")[2])
+    if "count" not in found or "sum" not in found:
         return None
-    return (end[1] - start[1]) / (end[0] - start[0])
+    return found["count"], found["sum"]
+
+
+def average_batch_size(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """Requests per forward pass between two readings of `batch_counters`."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return (after[1] - before[1]) / (after[0] - before[0])
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A running `carpool serve` started by the bench."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system)."""
+        import psutil
+
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
 
 
 @contextlib.contextmanager
@@ -124,8 +158,8 @@ def spawned_server(
     *,
     token: str | None = None,
     startup_timeout_s: float = 300.0,
-) -> Iterator[str]:
-    """Run `carpool serve` on a free loopback port until the block ends; yield its base URL."""
+) -> Iterator[Spawned]:
+    """Run `carpool serve` on a free loopback port until the block ends."""
     port = free_port()
     command = [sys.executable, "-m", "serving", "serve", "--host", "127.0.0.1", "--port", str(port)]
     for name, path in models.items():
@@ -139,7 +173,7 @@ def spawned_server(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             _wait_healthy(process, url, log_path, startup_timeout_s)
-            yield url
+            yield Spawned(url, process.pid)
         finally:
             _stop(process)
 
