@@ -31,7 +31,9 @@ REFS = report.References(
 )
 
 
-def _cell(strategy: str, concurrency: int, throughput: float, p50: float, p99: float, **kw: int) -> report.Cell:
+def _cell(
+    strategy: str, concurrency: int, throughput: float, p50: float, p99: float, **kw: int
+) -> report.Cell:
     return report.Cell(
         strategy=strategy,
         concurrency=concurrency,
