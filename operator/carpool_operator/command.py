@@ -15,7 +15,7 @@ from pathlib import Path
 
 import kopf
 
-from carpool_operator import handlers, settings
+from carpool_operator import autoscaler, handlers, settings
 
 __all__ = ["build", "main", "parser"]
 
@@ -64,7 +64,8 @@ def build(config: settings.OperatorConfig) -> tuple[kopf.OperatorRegistry, kopf.
     registry = kopf.OperatorRegistry()
     kopf_settings = kopf.OperatorSettings()
     settings.tune_kopf(kopf_settings)
-    handlers.register(registry, config)
+    runtime = handlers.register(registry, config)
+    autoscaler.register(registry, config, lambda: runtime.api)
     return registry, kopf_settings
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from carpool_operator import scaling
@@ -101,7 +103,7 @@ def test_missing_metric_holds_within_bounds(
     assert "no metric" in decision.message
 
 
-def run(steps: list[tuple[float, float | None]], p: scaling.ScalingParams, current: int = 1) -> list[int]:
+def run(steps: Sequence[tuple[float, float | None]], p: scaling.ScalingParams, current: int = 1) -> list[int]:
     """Evaluate a (time, queue_total) sequence, applying each decision; return the replica counts."""
     history: scaling.History | None = None
     counts = []
