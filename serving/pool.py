@@ -292,14 +292,15 @@ def _card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _error_list(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {
-            "field": ".".join(str(p) for p in e["loc"]) or "config",
-            "message": e["msg"],
-            "value": e.get("input"),
-        }
-        for e in exc.errors(include_url=False)
-    ]
+    problems = []
+    for e in exc.errors(include_url=False):
+        field_name = ".".join(str(p) for p in e["loc"])
+        value = e.get("input")
+        if not field_name:  # a cross-field rule: name the field it constrains
+            field_name = "min_batch_size" if "min_batch_size" in e["msg"] else "config"
+            value = value.get(field_name) if isinstance(value, dict) else value
+        problems.append({"field": field_name, "message": e["msg"], "value": value})
+    return problems
 
 
 def _config_error(exc: ValidationError) -> str:

@@ -103,7 +103,8 @@ def select(
     tokens = [w.tokens for w in waiting]
     forced_len = max(tokens[:forced])
     forced_sum = sum(tokens[:forced])
-    rest = sorted(range(forced, n), key=tokens.__getitem__)
+    # Ascending length; among equal lengths the oldest sits last, so it is taken first below.
+    rest = sorted(range(forced, n), key=lambda i: (tokens[i], -i))
     if not rest or forced >= cap:
         return tuple(range(forced))
 

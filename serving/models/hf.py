@@ -112,6 +112,7 @@ class HFClassifier:
                 num_labels=len(self.head_labels),
                 id2label=dict(enumerate(self.head_labels)),
                 label2id={label: i for i, label in enumerate(self.head_labels)},
+                ignore_mismatched_sizes=True,
             )
         model = AutoModelForSequenceClassification.from_pretrained(str(self.path), **options)
         if self.head_labels is not None:

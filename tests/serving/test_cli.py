@@ -1,0 +1,96 @@
+"""The `carpool` command: its subcommands, `serve`'s checks, and lazy dispatch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving import cli
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_all_four_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "train", "bench", "operator"):
+        assert command in out
+
+
+def test_no_subcommand_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "usage: carpool" in capsys.readouterr().out
+
+
+def test_serve_help_names_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--model NAME=PATH", "--models-dir"):
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(
+            ["serve", "--model", "nopath"], "a model is given as NAME=PATH, got 'nopath'", id="no-equals"
+        ),
+        pytest.param(["serve", "--model", "x=/no/such"], "'/no/such' is not a model directory", id="missing"),
+        pytest.param(
+            ["serve", "--models-dir", "/no/such"], "models directory '/no/such' does not exist", id="dir"
+        ),
+    ],
+)
+def test_serve_refuses_bad_models_before_starting(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAX_BATCH_SIZE", "0")
+    assert cli.main(["serve"]) == 2
+    assert "MAX_BATCH_SIZE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "flag"), [("train", "--base"), ("bench", "--help")])
+def test_other_subcommands_get_the_rest_of_the_command_line(
+    command: str, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, "--help"])
+    assert exited.value.code == 0
+    assert flag in capsys.readouterr().out
+
+
+def test_carpool_operator_never_imports_torch() -> None:
+    script = (
+        "import sys\n"
+        "from serving.cli import main\n"
+        "try:\n    main(['operator', '--help'])\n"
+        "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "operator")])}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False False"

@@ -1,0 +1,281 @@
+"""The batching engine with EchoModel, on fake loop time (looptime) where timing matters."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+
+from serving import errors
+from serving.batching.engine import BatchEngine, EngineState
+from serving.models.base import Encoded, Prediction
+from serving.models.fake import EchoModel
+from serving.settings import BatchingConfig
+
+pytestmark = pytest.mark.unit
+
+
+def config(**changes: Any) -> BatchingConfig:
+    return BatchingConfig.model_validate(changes)
+
+
+class GatedModel(EchoModel):
+    """EchoModel whose forward passes wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__("gated")
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def predict_batch(self, items: Sequence[Encoded]) -> list[Prediction]:
+        self.entered.set()
+        self.gate.wait(10)
+        return super().predict_batch(items)
+
+
+class ShortModel(EchoModel):
+    def predict_batch(self, items: Sequence[Encoded]) -> list[Prediction]:
+        return super().predict_batch(items)[:-1]
+
+
+class BrokenModel(EchoModel):
+    def load(self) -> None:
+        raise OSError("no weights in /nowhere")
+
+
+EngineFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[EngineFactory]:
+    engines: list[BatchEngine] = []
+
+    async def make(model: EchoModel | None = None, **changes: Any) -> BatchEngine:
+        engine = BatchEngine(model or EchoModel(), config(**changes))
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        if isinstance(engine.model, GatedModel):
+            engine.model.gate.set()
+        await engine.drain()
+
+
+async def until_running(model: GatedModel) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("strategy", ["single_request", "adaptive", "batch_optimized"])
+async def test_lone_request_goes_at_once_except_batch_optimized(
+    make_engine: EngineFactory, strategy: str
+) -> None:
+    engine = await make_engine(strategy=strategy, max_wait_time_ms=50)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    prediction = await engine.submit("hello")
+    assert prediction.label == "hello"
+    expected = 0.050 if strategy == "batch_optimized" else 0.0
+    assert loop.time() - started == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("strategy", ["single_request", "adaptive", "batch_optimized"])
+async def test_every_request_gets_its_own_result(make_engine: EngineFactory, strategy: str) -> None:
+    engine = await make_engine(strategy=strategy, max_batch_size=8, max_wait_time_ms=1)
+    texts = [f"request {i} " + "word " * (i % 13) for i in range(200)]
+    results = await asyncio.gather(*(engine.submit(text) for text in texts))
+    assert [r.label for r in results] == texts
+
+
+async def test_batch_never_exceeds_max_batch_size(make_engine: EngineFactory) -> None:
+    model = GatedModel()
+    engine = await make_engine(model, strategy="batch_optimized", max_batch_size=4, max_wait_time_ms=0)
+    first = engine.submit("first")
+    await until_running(model)
+    rest = [engine.submit(f"r{i}") for i in range(17)]
+    model.gate.set()
+    await asyncio.gather(first, *rest)
+    assert max(len(batch) for batch in model.batches) == 4
+    assert sorted(text for batch in model.batches for text in batch) == sorted(
+        ["first"] + [f"r{i}" for i in range(17)]
+    )
+
+
+@pytest.mark.looptime
+async def test_full_batch_leaves_without_waiting(make_engine: EngineFactory) -> None:
+    model = EchoModel()
+    engine = await make_engine(model, strategy="batch_optimized", max_batch_size=4, max_wait_time_ms=100)
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(engine.submit(f"t{i}") for i in range(4)))
+    assert loop.time() == pytest.approx(0.0)
+    assert model.batches == [["t0", "t1", "t2", "t3"]]
+
+
+@pytest.mark.looptime
+async def test_partial_batch_leaves_after_max_wait(make_engine: EngineFactory) -> None:
+    model = EchoModel()
+    engine = await make_engine(model, strategy="batch_optimized", max_batch_size=8, max_wait_time_ms=10)
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(engine.submit(f"t{i}") for i in range(3)))
+    assert loop.time() == pytest.approx(0.010)
+    assert model.batches == [["t0", "t1", "t2"]]
+
+
+@pytest.mark.looptime
+async def test_min_batch_size_holds_a_partial_batch_at_most_one_more_wait(make_engine: EngineFactory) -> None:
+    model = EchoModel()
+    engine = await make_engine(
+        model, strategy="batch_optimized", max_batch_size=8, max_wait_time_ms=10, min_batch_size=4
+    )
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(engine.submit("a"), engine.submit("b"))
+    assert loop.time() == pytest.approx(0.020)
+    assert model.batches == [["a", "b"]]
+
+
+@pytest.mark.looptime
+async def test_min_batch_size_met_after_max_wait_leaves_at_once(make_engine: EngineFactory) -> None:
+    model = EchoModel()
+    engine = await make_engine(
+        model, strategy="batch_optimized", max_batch_size=8, max_wait_time_ms=10, min_batch_size=4
+    )
+    loop = asyncio.get_running_loop()
+    early = [engine.submit("a"), engine.submit("b")]
+    await asyncio.sleep(0.015)
+    late = [engine.submit("c"), engine.submit("d")]
+    await asyncio.gather(*early, *late)
+    assert loop.time() == pytest.approx(0.015)
+    assert model.batches == [["a", "b", "c", "d"]]
+
+
+async def test_reconfigure_applies_at_the_next_batch_and_loses_nothing(make_engine: EngineFactory) -> None:
+    model = GatedModel()
+    engine = await make_engine(model, strategy="single_request")
+    first = engine.submit("first")
+    await until_running(model)
+    queued = [engine.submit(f"q{i}") for i in range(8)]
+    engine.reconfigure(config(strategy="batch_optimized", max_batch_size=8, max_wait_time_ms=0))
+    assert engine.config.strategy.value == "batch_optimized"
+    model.gate.set()
+    results = await asyncio.gather(first, *queued)
+    assert [r.label for r in results] == ["first"] + [f"q{i}" for i in range(8)]
+    assert model.batches == [["first"], [f"q{i}" for i in range(8)]]
+
+
+async def test_full_queue_raises_queue_full(make_engine: EngineFactory) -> None:
+    model = GatedModel()
+    engine = await make_engine(model, strategy="single_request", max_queue_size=3)
+    running = engine.submit("running")
+    await until_running(model)
+    waiting = [engine.submit(f"w{i}") for i in range(3)]
+    with pytest.raises(errors.QueueFull, match="max_queue_size 3") as caught:
+        engine.submit("one too many")
+    assert caught.value.retry_after_s >= 1
+    assert engine.stats.overflow == 1
+    model.gate.set()
+    assert [r.label for r in await asyncio.gather(running, *waiting)] == ["running", "w0", "w1", "w2"]
+
+
+async def test_a_failing_item_fails_alone(make_engine: EngineFactory) -> None:
+    model = GatedModel()
+    engine = await make_engine(model, strategy="batch_optimized", max_batch_size=8, max_wait_time_ms=0)
+    first = engine.submit("first")
+    await until_running(model)
+    neighbours = [engine.submit("left"), engine.submit("boom here"), engine.submit("right")]
+    model.gate.set()
+    results = await asyncio.gather(first, *neighbours, return_exceptions=True)
+    assert [getattr(r, "label", None) for r in results] == ["first", "left", None, "right"]
+    assert isinstance(results[2], errors.InferenceFailed)
+    assert "cannot process 'boom'" in str(results[2])
+    assert ["left", "boom here", "right"] in model.batches  # tried together first, then one by one
+
+
+async def test_text_the_model_refuses_fails_at_submit(make_engine: EngineFactory) -> None:
+    engine = await make_engine()
+    with pytest.raises(errors.EmptyText):
+        engine.submit("   ")
+    assert engine.queue_size == 0
+
+
+async def test_cancelled_requests_are_skipped_before_the_model_runs(make_engine: EngineFactory) -> None:
+    model = GatedModel()
+    engine = await make_engine(model, strategy="batch_optimized", max_batch_size=8, max_wait_time_ms=0)
+    first = engine.submit("first")
+    await until_running(model)
+    kept, dropped = engine.submit("kept"), engine.submit("dropped")
+    dropped.cancel()
+    model.gate.set()
+    assert (await first).label == "first"
+    assert (await kept).label == "kept"
+    assert all("dropped" not in batch for batch in model.batches)
+    assert engine.stats.cancelled == 1
+
+
+async def test_wrong_number_of_predictions_is_reported(make_engine: EngineFactory) -> None:
+    engine = await make_engine(ShortModel(), strategy="single_request")
+    with pytest.raises(errors.InferenceFailed, match="returned 0 predictions for 1 texts"):
+        await engine.submit("hello")
+
+
+@pytest.mark.looptime
+async def test_drain_answers_queued_requests_without_waiting_for_the_batch_to_fill() -> None:
+    engine = BatchEngine(
+        EchoModel(), config(strategy="batch_optimized", max_batch_size=32, max_wait_time_ms=5000)
+    )
+    await engine.start()
+    loop = asyncio.get_running_loop()
+    pending = [engine.submit(f"t{i}") for i in range(5)]
+    await asyncio.sleep(0)
+    await engine.drain()
+    assert [(await p).label for p in pending] == [f"t{i}" for i in range(5)]
+    assert loop.time() < 1.0
+    assert engine.state is EngineState.STOPPED
+    with pytest.raises(errors.ModelNotReady, match="stopped"):
+        engine.submit("late")
+
+
+async def test_model_runs_only_on_its_own_thread(make_engine: EngineFactory) -> None:
+    model = EchoModel("echo")
+    engine = await make_engine(model)
+    await asyncio.gather(*(engine.submit(f"t{i}") for i in range(20)))
+    assert len(model.threads) == 1
+    assert next(iter(model.threads)).startswith("carpool-model-echo")
+
+
+async def test_requests_before_start_are_refused() -> None:
+    engine = BatchEngine(EchoModel(), config())
+    with pytest.raises(errors.ModelNotReady, match="'echo' is new"):
+        engine.submit("hello")
+    assert not engine.alive
+
+
+async def test_a_model_that_fails_to_load_reports_why() -> None:
+    engine = BatchEngine(BrokenModel(), config())
+    with pytest.raises(OSError):
+        await engine.start()
+    assert engine.state is EngineState.FAILED
+    assert engine.error == "OSError: no weights in /nowhere"
+    with pytest.raises(errors.ModelNotReady, match="no weights"):
+        engine.submit("hello")
+
+
+async def test_describe_reports_the_strategy_in_effect_and_the_figures(make_engine: EngineFactory) -> None:
+    engine = await make_engine(strategy="adaptive", max_batch_size=8)
+    await asyncio.gather(*(engine.submit(f"t {i}") for i in range(10)))
+    report = engine.describe()
+    assert report["strategy"] == "adaptive"
+    assert report["adaptive"]["mode"] in {"dispatch_at_once", "hold_for_batch"}
+    assert report["adaptive"]["reason"]
+    assert report["requests"]["completed"] == 10
+    assert report["queue"] == {"size": 0, "peak": report["queue"]["peak"], "max": 256, "overflow": 0}
+    assert 1 <= report["queue"]["peak"] <= 10
+    assert report["avg_batch_size"] >= 1
+    engine.reconfigure(config(enable=False, strategy="batch_optimized"))
+    report = engine.describe()
+    assert report["effective_strategy"] == "single_request"
+    assert report["mode"]["reason"] == "batching disabled (enable=false)"

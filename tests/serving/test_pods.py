@@ -1,0 +1,47 @@
+"""The test helper that runs real `carpool serve` processes on loopback addresses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.pods import PodStartError, ServingPod
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_pod_serves_on_its_own_loopback_address_and_restarts_in_place(tiny_bert: Path) -> None:
+    env = {"CARPOOL_ADMIN_TOKEN": "s3cret", "BATCHING_STRATEGY": "batch_optimized", "MAX_BATCH_SIZE": "8"}
+    with ServingPod(host="127.0.0.3", models={"tiny": tiny_bert}, env=env) as pod:
+        assert pod.url.startswith("http://127.0.0.3:")
+        predicted = httpx.post(f"{pod.url}/predict", json={"text": "hello", "models": ["tiny"]})
+        assert predicted.status_code == 200
+        stats = httpx.get(f"{pod.url}/batching/stats").json()
+        assert stats["config"]["strategy"] == "batch_optimized" and stats["config"]["max_batch_size"] == 8
+        pushed = httpx.post(
+            f"{pod.url}/batching/configure",
+            json={"strategy": "adaptive"},
+            headers={"Authorization": "Bearer s3cret"},
+        )
+        assert pushed.status_code == 200
+        assert httpx.get(f"{pod.url}/batching/stats").json()["config_hash"] == pushed.json()["config_hash"]
+        port = pod.port
+        pod.restart()
+        assert pod.port == port and pod.running
+        after = httpx.get(f"{pod.url}/batching/stats").json()
+        assert after["config"]["strategy"] == "batch_optimized"  # a restarted pod is back to its environment
+        assert "--- start 2:" in pod.output()
+        process = pod.process
+    assert process is not None and process.poll() is not None  # the context manager stopped it
+
+
+def test_a_pod_that_cannot_start_raises_with_its_output() -> None:
+    pod = ServingPod(host="127.0.0.2", models={"ghost": "/no/such/model"}, startup_timeout=60)
+    with pytest.raises(PodStartError) as failed:
+        pod.start()
+    message = str(failed.value)
+    assert "exited with code 2 before /health was 200" in message
+    assert "model 'ghost': '/no/such/model' is not a model directory" in message
+    pod.close()

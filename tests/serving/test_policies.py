@@ -1,0 +1,214 @@
+"""The batch policies, table-tested: when a batch leaves and who rides in it."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from serving.batching import policies
+from serving.batching.cost import CPU_SEED, CostModel
+from serving.settings import BatchingConfig
+
+pytestmark = pytest.mark.unit
+
+GPU_LIKE = CostModel(fixed_s=0.005, per_item_s=0.0, per_token_s=1e-6)
+
+
+@dataclass(frozen=True)
+class W:
+    tokens: int
+    enqueued_at: float = 0.0
+
+
+def queue(*tokens: int, ages: tuple[float, ...] = (), now: float = 1.0) -> list[W]:
+    ages = ages or (0.0,) * len(tokens)
+    return [W(t, now - age) for t, age in zip(tokens, ages, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("waiting", "cap", "cost", "overdue_s", "expected"),
+    [
+        pytest.param([], 8, CPU_SEED, None, (), id="empty"),
+        pytest.param(queue(30), 8, CPU_SEED, None, (0,), id="alone"),
+        pytest.param(
+            queue(10, 50, 10, 50, 10), 8, CPU_SEED, None, (0, 2, 4), id="short-oldest-rides-with-short"
+        ),
+        pytest.param(queue(50, 10, 10, 50), 8, CPU_SEED, None, (0, 3), id="long-oldest-rides-with-long"),
+        pytest.param(queue(*[10] * 10), 4, CPU_SEED, None, (0, 1, 2, 3), id="cap-takes-the-oldest-equals"),
+        pytest.param(
+            queue(10, 50, 10, 50, 10), 8, GPU_LIKE, None, (0, 1, 2, 3, 4), id="fixed-cost-dominates"
+        ),
+        pytest.param(queue(10, 11, 1, 11, 1), 3, CPU_SEED, None, (0, 1, 3), id="pads-up-to-a-close-length"),
+        pytest.param(
+            queue(10, 50, 10, 10, ages=(0.05, 0.04, 0.0, 0.0)), 8, CPU_SEED, None, (0, 2, 3), id="no-overdue"
+        ),
+        pytest.param(
+            queue(10, 50, 10, 10, ages=(0.05, 0.04, 0.0, 0.0)), 8, CPU_SEED, 0.03, (0, 1), id="overdue-forced"
+        ),
+        pytest.param(
+            queue(10, 10, 10, 10, ages=(0.05, 0.04, 0.04, 0.04)),
+            2,
+            CPU_SEED,
+            0.03,
+            (0, 1),
+            id="overdue-capped",
+        ),
+        pytest.param(queue(10, 20, 30), 1, GPU_LIKE, None, (0,), id="cap-one"),
+    ],
+)
+def test_select(
+    waiting: list[W], cap: int, cost: CostModel, overdue_s: float | None, expected: tuple[int, ...]
+) -> None:
+    assert policies.select(waiting, cap=cap, cost=cost, now=1.0, overdue_s=overdue_s) == expected
+
+
+def test_select_always_takes_the_oldest_and_respects_the_cap() -> None:
+    rng = random.Random(7)
+    for _ in range(500):
+        n = rng.randint(1, 80)
+        waiting = queue(
+            *(rng.randint(3, 128) for _ in range(n)), ages=tuple(sorted(rng.random() for _ in range(n))[::-1])
+        )
+        cap = rng.randint(1, 40)
+        cost = rng.choice([CPU_SEED, GPU_LIKE])
+        taken = policies.select(waiting, cap=cap, cost=cost, now=1.0, overdue_s=rng.choice([None, 0.5]))
+        assert taken[0] == 0
+        assert 1 <= len(taken) <= cap
+        assert list(taken) == sorted(set(taken))
+        assert all(0 <= i < n for i in taken)
+
+
+SIGNALS = policies.Signals(now=1.0)
+
+
+@pytest.mark.parametrize(
+    ("waiting", "min_batch", "expected"),
+    [
+        pytest.param([], 1, policies.Pick(), id="empty"),
+        pytest.param(queue(10, 10, 10, 10), 1, policies.Pick((0, 1, 2, 3)), id="full-leaves-at-once"),
+        pytest.param(
+            queue(10, 10, ages=(0.005, 0.0)), 1, policies.Pick(wait_until=1.005), id="young-partial-waits"
+        ),
+        pytest.param(queue(10, 10, ages=(0.010, 0.0)), 1, policies.Pick((0, 1)), id="max-wait-reached"),
+        pytest.param(queue(10, ages=(0.012,)), 2, policies.Pick(wait_until=1.008), id="min-not-met-held"),
+        pytest.param(queue(10, ages=(0.020,)), 2, policies.Pick((0,)), id="min-not-met-bound-reached"),
+        pytest.param(queue(10, 10, ages=(0.011, 0.0)), 2, policies.Pick((0, 1)), id="min-met-after-max-wait"),
+    ],
+)
+def test_batch_optimized(waiting: list[W], min_batch: int, expected: policies.Pick) -> None:
+    policy = policies.BatchOptimized(max_batch_size=4, max_wait_s=0.010, min_batch_size=min_batch)
+    pick = policy.pick(waiting, SIGNALS)
+    assert pick.take == expected.take
+    assert pick.wait_until == pytest.approx(expected.wait_until)
+
+
+def test_single_request_takes_the_oldest_alone() -> None:
+    assert policies.SingleRequest().pick(queue(10, 10, 10), SIGNALS) == policies.Pick((0,))
+    assert policies.SingleRequest().pick([], SIGNALS) == policies.Pick()
+
+
+CONTROLLER = policies.AdaptiveController(load_threshold=0.7, latency_threshold_s=0.2, max_wait_s=0.010)
+
+
+@pytest.mark.parametrize(
+    ("signals", "mode", "reason"),
+    [
+        pytest.param(
+            policies.Signals(now=1, busy=0.9, arrival_rate=2000, latency_p95_s=0.3),
+            policies.Mode.AT_ONCE,
+            "p95 latency 300.0 ms above latency_threshold_ms 200",
+            id="latency-above-threshold",
+        ),
+        pytest.param(
+            policies.Signals(now=1, busy=0.3, arrival_rate=2000, latency_p95_s=0.01),
+            policies.Mode.AT_ONCE,
+            "device load 0.30 below load_threshold 0.7",
+            id="low-load",
+        ),
+        pytest.param(
+            policies.Signals(now=1, busy=0.9, arrival_rate=50, latency_p95_s=0.01),
+            policies.Mode.AT_ONCE,
+            "only 50 arrivals/s",
+            id="sparse-arrivals",
+        ),
+        pytest.param(
+            policies.Signals(now=1, busy=0.9, arrival_rate=2000, latency_p95_s=0.01),
+            policies.Mode.HOLD,
+            "device load 0.90 >= load_threshold 0.7",
+            id="loaded-and-fast",
+        ),
+        pytest.param(
+            policies.Signals(now=1, busy=0.9, arrival_rate=2000, latency_p95_s=None),
+            policies.Mode.HOLD,
+            "holding partial batches",
+            id="no-latency-yet",
+        ),
+    ],
+)
+def test_adaptive_controller(signals: policies.Signals, mode: policies.Mode, reason: str) -> None:
+    chosen, why = CONTROLLER.decide(signals)
+    assert chosen is mode
+    assert reason in why
+
+
+LOADED = policies.Signals(now=1.0, busy=0.95, arrival_rate=1000.0, last_arrival=1.0)
+
+
+@pytest.mark.parametrize(
+    ("waiting", "signals", "expected"),
+    [
+        pytest.param(queue(10), LOADED, policies.Pick((0,)), id="lone-request-goes-at-once-even-loaded"),
+        pytest.param(
+            queue(10, 10, 10), LOADED, policies.Pick(wait_until=1.002), id="loaded-holds-while-arriving"
+        ),
+        pytest.param(
+            queue(10, 10, 10, ages=(0.010, 0.0, 0.0)),
+            LOADED,
+            policies.Pick((0, 1, 2)),
+            id="hold-ends-at-max-wait",
+        ),
+        pytest.param(
+            queue(10, 10, 10),
+            policies.Signals(now=1.0, busy=0.95, arrival_rate=1000.0, last_arrival=0.997),
+            policies.Pick((0, 1, 2)),
+            id="hold-ends-when-arrivals-stop",
+        ),
+        pytest.param(queue(10, 10, 10, 10), LOADED, policies.Pick((0, 1, 2, 3)), id="full-goes-at-once"),
+        pytest.param(
+            queue(10, 10, 10),
+            policies.Signals(now=1.0, busy=0.1),
+            policies.Pick((0, 1, 2)),
+            id="idle-at-once",
+        ),
+    ],
+)
+def test_adaptive_pick(waiting: list[W], signals: policies.Signals, expected: policies.Pick) -> None:
+    policy = policies.Adaptive(CONTROLLER, max_batch_size=4)
+    pick = policy.pick(waiting, signals)
+    assert pick.take == expected.take
+    assert pick.wait_until == pytest.approx(expected.wait_until)
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind"),
+    [
+        pytest.param({"strategy": "single_request"}, policies.SingleRequest, id="single"),
+        pytest.param({"strategy": "batch_optimized"}, policies.BatchOptimized, id="batch-optimized"),
+        pytest.param({"strategy": "adaptive"}, policies.Adaptive, id="adaptive"),
+        pytest.param({"strategy": "batch_optimized", "enable": False}, policies.SingleRequest, id="disabled"),
+    ],
+)
+def test_for_config(changes: dict[str, object], kind: type) -> None:
+    config = BatchingConfig.model_validate(changes)
+    assert isinstance(policies.for_config(config, CPU_SEED), kind)
+
+
+def test_for_config_carries_the_knobs() -> None:
+    config = BatchingConfig.model_validate(
+        {"strategy": "batch_optimized", "max_batch_size": 16, "max_wait_time_ms": 25, "min_batch_size": 3}
+    )
+    policy = policies.for_config(config, CPU_SEED)
+    assert isinstance(policy, policies.BatchOptimized)
+    assert (policy.max_batch_size, policy.max_wait_s, policy.min_batch_size) == (16, 0.025, 3)
