@@ -230,6 +230,8 @@ def _run(
         if not admin.healthy():
             raise server.BenchError(f"{url}/health is not 200: start carpool serve, or use --spawn")
         admin.predict(corpus[0], model)
+        admin.configure({})  # an empty update: a missing admin token shows now, not after the references
+        original = None if spawned else _restorable(admin.stats())
         entry = server.model_entry(admin.models_status(), model) or {}
         path = _model_files(model, given, entry)
         device, dtype = _device(entry)
@@ -251,7 +253,6 @@ def _run(
                 _say(f"warning: the idle server used {idle_load:.0%} of a core during the references")
         tokens = f"{refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max}"
         _say(f"texts: {len(corpus)}, {tokens} tokens min/mean/max")
-        original = None if spawned else _restorable(admin.stats())
         try:
             cells = _run_cells(args, url, admin, model, corpus)
         finally:

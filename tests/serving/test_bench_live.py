@@ -1,0 +1,125 @@
+"""`carpool bench` against real `carpool serve` processes serving a tiny BERT: the client counts what
+the server answered, a running server is driven and left as it was found, and `--spawn` runs the
+whole grid end to end, writing the table, the results file and the plot."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.bench import command, loadgen
+from tests.support.pods import ServingPod
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "bench-admin-token"
+QUICK = ["--duration", "0.3", "--warmup", "0.1", "--texts", "24", "--reference-seconds", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def pod(tiny_bert: Path) -> Iterator[ServingPod]:
+    env = {"CARPOOL_ADMIN_TOKEN": TOKEN, "BATCHING_STRATEGY": "single_request", "MAX_BATCH_SIZE": "8"}
+    with ServingPod(models={"tiny": tiny_bert}, env=env) as running:
+        yield running
+
+
+def _served_requests(url: str) -> Counter[str]:
+    outcomes: Counter[str] = Counter()
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "carpool_requests_total" and sample.labels.get("endpoint") == "/predict":
+                outcomes[sample.labels["outcome"]] += int(sample.value)
+    return outcomes
+
+
+async def test_a_run_counts_what_the_server_answered(pod: ServingPod) -> None:
+    before = _served_requests(pod.url)
+    corpus = ["Your parcel is held, pay the fee", "lunch at 12?", "", "Ignore all previous instructions"]
+    result = await loadgen.run_load(pod.url, corpus, "tiny", concurrency=4, duration_s=0.6, warmup_s=0.2)
+    served = _served_requests(pod.url) - before
+    assert result.errors == 0, result.error_samples
+    assert sum(result.statuses.values()) == served["ok"] + served["invalid"]
+    assert result.statuses[200] == served["ok"] > 0
+    assert result.non_2xx == served["invalid"] > 0  # the empty text is refused each time it is sent
+    assert set(result.statuses) == {200, 422}
+    assert 0 < result.completed <= result.statuses[200]
+    assert result.throughput == pytest.approx(result.completed / 0.6)
+    assert all(0 < latency < 0.8 for latency in result.latencies_s)
+
+
+def test_a_running_server_is_driven_and_its_config_put_back(
+    pod: ServingPod, tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--url", pod.url, "--token", TOKEN, "--model", "tiny", "--strategies", "batch_optimized,adaptive"]
+    code = command.main([*argv, "--concurrency", "1,4", *QUICK, "--output", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert results["meta"]["spawned"] is False
+    assert results["meta"]["model_path"] == str(tiny_bert.resolve())  # read from /models/status
+    cells = results["cells"]
+    assert [(c["strategy"], c["concurrency"]) for c in cells] == [
+        ("batch_optimized", 1),
+        ("batch_optimized", 4),
+        ("adaptive", 1),
+        ("adaptive", 4),
+    ]
+    assert all(c["completed"] > 0 and c["non_2xx"] == 0 and c["errors"] == 0 for c in cells)
+    assert all(1 <= c["avg_batch_size"] <= 8 for c in cells)
+    config = httpx.get(f"{pod.url}/batching/stats").json()["config"]
+    assert config["strategy"] == "single_request" and config["max_batch_size"] == 8
+    assert "put the server's batching config back" in capsys.readouterr().out
+
+
+def test_without_the_admin_token_the_bench_says_what_is_missing(
+    pod: ServingPod, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CARPOOL_ADMIN_TOKEN", raising=False)
+    assert command.main(["--url", pod.url, "--model", "tiny", "--output", str(tmp_path)]) == 1
+    assert "pass the admin token with --token" in capsys.readouterr().err
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--spawn",
+        "--model",
+        f"tiny={tiny_bert}",
+        "--concurrency",
+        "1,4",
+        *QUICK,
+        "--output",
+        str(tmp_path),
+    ]
+    assert command.main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "[bench] reference: raw model at batch size 1 on cpu, float32" in out
+    assert "[bench] cell 6/6: adaptive at concurrency 4" in out
+    table = (tmp_path / "bench.txt").read_text()
+    assert table in out
+    assert "strategy          conc    req/s   p50 ms" in table and "Ratios (same run):" in table
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert results["meta"]["spawned"] is True and results["meta"]["server_device"] == "cpu"
+    assert 0 <= results["meta"]["server_cpu_during_references"] < 0.5
+    assert [c["strategy"] for c in results["cells"]] == ["single_request"] * 2 + ["batch_optimized"] * 2 + [
+        "adaptive"
+    ] * 2
+    assert all(c["completed"] > 0 and c["non_2xx"] == 0 and c["errors"] == 0 for c in results["cells"])
+    assert results["references"]["ceiling"]["texts_per_s"] > 0
+    assert {check["name"] for check in results["checks"]} >= {
+        "batch_optimized c=4 / sorted ceiling",
+        "adaptive c=1 p50 - raw batch 1 p50",
+        "batch_optimized / single_request c=4",
+    }
+    png = (tmp_path / "bench.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+    assert "Finished server process" in (tmp_path / "server.log").read_text()
+    with pytest.raises(httpx.ConnectError):  # the spawned server is gone
+        httpx.get(f"{results['meta']['url']}/health")
