@@ -49,8 +49,10 @@ typecheck: venv
 test: venv sysdeps lint typecheck
 	$(BIN)/python -m pytest
 
-bench: train
-	$(BIN)/carpool bench --spawn --models-dir $(MODELS_DIR) --output bench-results
+# The strategies against the raw model on the embedded MiniLM (no trained model needed); a spawned
+# server on a free loopback port. More options: make bench BENCH_ARGS="--duration 20" (docs/bench.md).
+bench: venv
+	$(BIN)/carpool bench --spawn --output bench-results $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results
