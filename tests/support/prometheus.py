@@ -152,6 +152,16 @@ class PrometheusServer:
             raise RuntimeError(f"query {promql!r} failed: {body}")
         return list(body["data"]["result"])
 
+    def samples(self, selector: str, window_s: float) -> list[tuple[float, float]]:
+        """The raw scraped samples of one series over the last `window_s`: (unix time, value)."""
+        promql = f"{selector}[{max(1, round(window_s * 1000))}ms]"
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5.0)
+        response.raise_for_status()
+        result = response.json()["data"]["result"]
+        if len(result) != 1:
+            raise RuntimeError(f"{promql!r} matched {len(result)} series, not one")
+        return [(float(at), float(value)) for at, value in result[0]["values"]]
+
     def value(self, promql: str) -> float | None:
         """The query's single value, or None when it has no series."""
         result = self.query(promql)
