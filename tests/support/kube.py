@@ -183,6 +183,34 @@ class ApiServer(kmock.KubernetesEmulator):
             return None
         return copy.deepcopy(self.objects[key].raw)
 
+    def api_calls(self) -> set[tuple[str, str, str]]:
+        """(apiGroup, resource[/subresource], verb) of every call the operator made (not the test's)."""
+        verbs = {"LIST": "list", "WATCH": "watch", "FETCH": "get", "CREATE": "create", "UPDATE": "patch"}
+        calls = set()
+        for request in {id(request): request for request in self}.values():
+            if not request.resource or not request.resource.plural:
+                continue  # discovery
+            if request.headers.get("User-Agent", "").startswith("kmock"):
+                continue  # the test acting as a user
+            verb = verbs.get(request.action.name, "delete") if request.action else str(request.method).lower()
+            resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+            calls.add((request.resource.group, resource, verb))
+        return calls
+
+    def settled(self) -> bool:
+        """Whether Kopf has finished handling every policy's last change (its diff-base annotation
+        matches the spec), so that stopping it now interrupts no handler."""
+        for (resource, _, _), obj in list(self.objects.items()):
+            if resource.plural != POLICIES.plural or obj.deleted:
+                continue
+            metadata = obj.raw.get("metadata") or {}
+            handled = (metadata.get("annotations") or {}).get("carpool.dev/last-handled-configuration")
+            if metadata.get("deletionTimestamp") or not handled:
+                return False
+            if yaml.safe_load(handled).get("spec") != obj.raw.get("spec"):
+                return False
+        return True
+
     def events(self, namespace: str, involving: str) -> list[dict[str, Any]]:
         """Events posted about the object named `involving`, oldest first."""
         found = []
@@ -268,8 +296,9 @@ class OperatorThread:
         self.error: BaseException | None = None
 
     def _run(self) -> None:
+        loop = asyncio.new_event_loop()
         try:
-            asyncio.run(
+            loop.run_until_complete(
                 kopf.operator(
                     registry=self._registry,
                     settings=self._settings,
@@ -283,6 +312,8 @@ class OperatorThread:
             self.error = exc
         finally:
             self._ready.set()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     async def start(self, timeout_s: float = 10.0) -> None:
         self._thread.start()
@@ -304,14 +335,18 @@ class OperatorThread:
 async def running_operator(
     server: ApiServer, config: settings.OperatorConfig
 ) -> AsyncIterator[OperatorThread]:
-    """`carpool operator` as command.build() assembles it, with test-speed back-offs."""
-    del server  # the config's kubeconfig points at it; taken to make the dependency explicit
+    """`carpool operator` as command.build() assembles it, with test-speed back-offs; the config's
+    kubeconfig must point at `server`."""
     registry, kopf_settings = command.build(config)
     _fast_kopf(kopf_settings)
     thread = OperatorThread(registry, kopf_settings)
     await thread.start()
     try:
         yield thread
+        # Let handlers in flight finish: Kopf starts a policy's timer when its creation handler
+        # ends, and one started after the stop request is only cancelled 5 s later.
+        with contextlib.suppress(AssertionError):
+            await eventually(server.settled, timeout_s=5, what="the operator idle")
     finally:
         await thread.stop()
 
