@@ -37,7 +37,7 @@ import kopf
 
 from carpool_operator import conditions, kube, prometheus, scaling, settings, spec
 
-__all__ = ["AutoscalerState", "register", "run_pass", "state_of"]
+__all__ = ["AutoscalerState", "register", "retry_delay", "run_pass", "state_of"]
 
 POLICY = (spec.GROUP, spec.VERSION, spec.PLURAL)
 
@@ -82,7 +82,7 @@ def _params(autoscaling: spec.AutoscalingSpec) -> scaling.ScalingParams:
     )
 
 
-def _retry_delay(config: settings.OperatorConfig, retry: int) -> float:
+def retry_delay(config: settings.OperatorConfig, retry: int) -> float:
     """Back-off after a failed pass: the pass interval, doubling, up to retry_max_delay_s."""
     interval = config.autoscale_interval_s
     return float(min(interval * 2 ** min(retry, 30), max(interval, config.retry_max_delay_s)))
@@ -151,7 +151,7 @@ async def run_pass(
         log.debug("Deployment %s/%s does not exist yet; autoscaling waits for it", namespace, name)
         return None
     except (kube.ApiError, httpx.HTTPError) as exc:
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=_retry_delay(config, retry)) from exc
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=retry_delay(config, retry)) from exc
     replicas = (deployment.get("spec") or {}).get("replicas")
     current = replicas if isinstance(replicas, int) else 1  # the API server's default
 
@@ -177,7 +177,7 @@ async def run_pass(
             await kube.scale_deployment(api, namespace, name, decision.desired)
         except (kube.ApiError, httpx.HTTPError) as exc:
             raise kopf.TemporaryError(
-                f"scaling {name} to {decision.desired}: {exc}", delay=_retry_delay(config, retry)
+                f"scaling {name} to {decision.desired}: {exc}", delay=retry_delay(config, retry)
             ) from exc
         fields["lastScaleTime"] = _now_iso()
         kube.post_event(body, reason=str(decision.reason), message=decision.message)
@@ -193,7 +193,12 @@ async def run_pass(
             generation,
         )
     else:
-        message = f"{failure}; holding {decision.desired} replicas"
+        held = (
+            f"{decision.current} -> {decision.desired} replicas to stay within the bounds"
+            if decision.changed
+            else f"holding {decision.desired} replicas"
+        )
+        message = f"{failure}; {held}"
         metrics = conditions.Condition(
             conditions.Type.METRICS_AVAILABLE,
             conditions.Status.FALSE,
@@ -214,7 +219,7 @@ async def run_pass(
     patch.fns.append(cast(kopf.PatchFn, _status_writer(fields, (metrics, scaling_condition))))
 
     if failure is not None:
-        raise kopf.TemporaryError(f"{failure.reason}: {failure}", delay=_retry_delay(config, retry))
+        raise kopf.TemporaryError(f"{failure.reason}: {failure}", delay=retry_delay(config, retry))
     return decision
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from carpool_operator import kube
+from carpool_operator import autoscaler, kube, settings
 from tests.support import kube as k8s
 from tests.support.prometheus import PrometheusServer
 
@@ -227,3 +227,19 @@ async def test_switching_autoscaling_off_and_on(server: k8s.ApiServer, prom: Pro
     assert replicas(server, "switch") == 2
     fell_at = await reach(server, "switch", 1, timeout_s=DOWN_WINDOW_S + 5)
     assert fell_at - enabled_at >= DOWN_WINDOW_S - INTERVAL_S
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("interval_s", "max_delay_s", "delays"),
+    [
+        pytest.param(15.0, 60.0, [15, 30, 60, 60, 60], id="production"),
+        pytest.param(0.5, 1.0, [0.5, 1, 1, 1, 1], id="tests"),
+        pytest.param(120.0, 60.0, [120, 120, 120, 120, 120], id="interval-above-the-cap"),
+    ],
+)
+def test_failed_passes_back_off_from_the_interval(
+    interval_s: float, max_delay_s: float, delays: list[float]
+) -> None:
+    config = settings.OperatorConfig(autoscale_interval_s=interval_s, retry_max_delay_s=max_delay_s)
+    assert [autoscaler.retry_delay(config, retry) for retry in range(5)] == delays
