@@ -1,0 +1,179 @@
+"""spec.parse: the CR's fields into dataclasses, with the pods' BatchingConfig and clear refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from carpool_operator import spec
+from serving import settings as serving_settings
+
+pytestmark = pytest.mark.unit
+
+
+def parse(raw: dict[str, Any], name: str = "demo") -> spec.PolicySpec:
+    return spec.parse(raw, name=name, namespace="ml")
+
+
+def test_an_empty_spec_means_the_pods_defaults() -> None:
+    policy = parse({})
+    assert policy.batching == serving_settings.BatchingConfig.model_validate({})
+    assert policy.models == ()
+    assert (policy.serving.replicas, policy.serving.port, policy.serving.image) == (1, 8000, None)
+    assert not policy.ingress.enabled and not policy.autoscaling.enabled
+    assert (policy.name, policy.namespace) == ("demo", "ml")
+
+
+def test_the_batching_fields_become_the_pods_config() -> None:
+    policy = parse(
+        {
+            "strategy": "batch_optimized",
+            "batching": {
+                "enabled": False,
+                "maxBatchSize": 16,
+                "maxWaitTimeMs": 100,
+                "minBatchSize": 2,
+                "maxQueueSize": 50,
+            },
+            "adaptive": {"loadThreshold": 0.5, "latencyThresholdMs": 120},
+        }
+    )
+    assert policy.batching == serving_settings.BatchingConfig(
+        enable=False,
+        strategy=serving_settings.Strategy.BATCH_OPTIMIZED,
+        max_batch_size=16,
+        max_wait_time_ms=100,
+        min_batch_size=2,
+        max_queue_size=50,
+        load_threshold=0.5,
+        latency_threshold_ms=120,
+    )
+
+
+def test_models_serving_ingress_and_autoscaling() -> None:
+    policy = parse(
+        {
+            "models": [
+                {"name": "bert-base", "path": "/models/bert-base"},
+                {"name": "b_trained", "path": "/m/b"},
+            ],
+            "serving": {
+                "image": "reg/carpool:1",
+                "replicas": 3,
+                "port": 9000,
+                "env": [{"name": "CARPOOL_DEVICE", "value": "cuda"}],
+                "nodeSelector": {"pool": "gpu"},
+                "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+            },
+            "ingress": {
+                "enabled": True,
+                "host": "c.example.com",
+                "className": "nginx",
+                "tls": {"secretName": "t"},
+            },
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 2,
+                "maxReplicas": 4,
+                "prometheusUrl": "http://p:9090",
+            },
+        }
+    )
+    assert [(m.name, m.path) for m in policy.models] == [
+        ("bert-base", "/models/bert-base"),
+        ("b_trained", "/m/b"),
+    ]
+    assert (policy.serving.image, policy.serving.replicas, policy.serving.port) == ("reg/carpool:1", 3, 9000)
+    assert policy.serving.node_selector == {"pool": "gpu"}
+    assert (policy.ingress.host, policy.ingress.class_name, policy.ingress.tls_secret_name) == (
+        "c.example.com",
+        "nginx",
+        "t",
+    )
+    assert (policy.autoscaling.min_replicas, policy.autoscaling.max_replicas) == (2, 4)
+    assert policy.initial_replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("replicas", "low", "high", "initial"),
+    [
+        pytest.param(1, 2, 6, 2, id="raised-to-min"),
+        pytest.param(9, 2, 6, 6, id="lowered-to-max"),
+        pytest.param(4, 2, 6, 4, id="within"),
+    ],
+)
+def test_an_autoscaled_deployment_starts_within_bounds(
+    replicas: int, low: int, high: int, initial: int
+) -> None:
+    autoscaling = {"enabled": True, "minReplicas": low, "maxReplicas": high, "prometheusUrl": "http://p"}
+    assert parse({"serving": {"replicas": replicas}, "autoscaling": autoscaling}).initial_replicas == initial
+
+
+@pytest.mark.parametrize(
+    ("raw", "name", "message"),
+    [
+        pytest.param(
+            {"batching": {"minBatchSize": 8, "maxBatchSize": 4}},
+            "demo",
+            "spec.batching.minBatchSize (8) must be <= spec.batching.maxBatchSize (4)",
+            id="min-above-max",
+        ),
+        pytest.param(
+            {"strategy": "fastest"}, "demo", "spec.strategy: Input should be", id="unknown-strategy"
+        ),
+        pytest.param(
+            {"batching": {"maxBatchSize": "16"}},
+            "demo",
+            "spec.batching.maxBatchSize must be a number or boolean, got '16'",
+            id="string-number",
+        ),
+        pytest.param(
+            {"adaptive": {"loadThreshold": 2}}, "demo", "spec.adaptive.loadThreshold:", id="threshold"
+        ),
+        pytest.param(
+            {"serving": {"replicas": 1.5}}, "demo", "spec.serving.replicas must be an integer", id="float"
+        ),
+        pytest.param(
+            {"serving": {"env": [{"name": "CARPOOL_ADMIN_TOKEN", "value": "x"}]}},
+            "demo",
+            "spec.serving.env[0] sets CARPOOL_ADMIN_TOKEN, which the operator manages",
+            id="reserved-env",
+        ),
+        pytest.param(
+            {"models": [{"name": "a", "path": "/a"}, {"name": "a", "path": "/b"}]},
+            "demo",
+            "spec.models[1].name repeats the model name 'a'",
+            id="duplicate-model",
+        ),
+        pytest.param(
+            {"models": [{"name": "a", "path": "/a,b"}]},
+            "demo",
+            "spec.models[0].path may not contain",
+            id="comma-in-path",
+        ),
+        pytest.param(
+            {"autoscaling": {"enabled": True}},
+            "demo",
+            "spec.autoscaling.prometheusUrl is required",
+            id="no-prometheus",
+        ),
+        pytest.param(
+            {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
+            "demo",
+            "spec.autoscaling.minReplicas (3) must be <= spec.autoscaling.maxReplicas (2)",
+            id="min-max",
+        ),
+        pytest.param(
+            {"ingress": {"path": "api"}}, "demo", "spec.ingress.path must start with '/'", id="path"
+        ),
+        pytest.param({"serving": []}, "demo", "spec.serving must be an object", id="not-an-object"),
+        pytest.param({}, "x" * 57, "metadata.name must be a DNS label of at most 56", id="long-name"),
+        pytest.param({}, "1abc", "metadata.name must be a DNS label", id="name-starts-with-digit"),
+    ],
+)
+def test_what_cannot_work_is_refused_naming_the_field(raw: dict[str, Any], name: str, message: str) -> None:
+    with pytest.raises(spec.InvalidSpec) as caught:
+        parse(raw, name=name)
+    assert message in str(caught.value)
