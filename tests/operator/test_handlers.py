@@ -225,5 +225,8 @@ async def test_a_full_life_calls_only_what_rbac_grants(server: k8s.ApiServer) ->
         assert server.get(kind, NS, name) is None, f"{kind.kind} {name} left behind"
 
     calls = server.api_calls()
+    operator_requests = [r for r in server if not r.headers.get("User-Agent", "").startswith("kmock")]
+    assert operator_requests  # Kopf and the reconciler log in with the kubeconfig's credentials
+    assert {r.headers.get("Authorization") for r in operator_requests} == {"Bearer emulated-token"}
     assert ("", "pods", "list") in calls and ("networking.k8s.io", "ingresses", "delete") in calls
     assert [call for call in calls if not rbac.allows(*call)] == []
