@@ -1,0 +1,1 @@
+"""Fine-tuning base models into `<name>_trained` classifiers: `carpool train` (see command.py)."""
