@@ -201,6 +201,17 @@ def _restorable(stats: dict[str, Any]) -> dict[str, Any] | None:
     return {key: value for key, value in config.items() if key in fields} or None
 
 
+def _background_load() -> float:
+    """The machine's busy fraction over one second before the references, with the server idle:
+    anything else running makes every figure of the run noisy, so the bench says so."""
+    import psutil
+
+    busy = float(psutil.cpu_percent(interval=1.0)) / 100
+    if busy > 0.15:
+        _say(f"warning: the machine is {busy:.0%} busy before the bench starts; figures will be noisy")
+    return busy
+
+
 def _bench(args: argparse.Namespace) -> int:
     model, given = _parse_model(args.model)
     if args.max_batch_size < 1 or args.texts < 1:
@@ -235,6 +246,7 @@ def _run(
         entry = server.model_entry(admin.models_status(), model) or {}
         path = _model_files(model, given, entry)
         device, dtype = _device(entry)
+        busy = _background_load()
         server_cpu = spawned.cpu_seconds() if spawned else None
         started = time.perf_counter()
         refs = reference.measure_references(
@@ -269,6 +281,7 @@ def _run(
         "server_device": entry.get("device"),
         "server_dtype": entry.get("dtype"),
         "server_cpu_during_references": idle_load,
+        "machine_busy_before": busy,
     }
     _write_results(args, meta, refs, cells, len(corpus))
     return 0

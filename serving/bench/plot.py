@@ -18,6 +18,7 @@ __all__ = ["write_plot"]
 def write_plot(cells: Sequence[report.Cell], refs: report.References, path: Path, title: str) -> Path:
     """Write the PNG to `path` and return it."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -35,10 +36,10 @@ def write_plot(cells: Sequence[report.Cell], refs: report.References, path: Path
         (refs.single, "tab:red", "-."),
     )
     for ref, color, style in lines:
-        left.axhline(ref.texts_per_s, color=color, linestyle=style, linewidth=1, label=ref.label)
-    right.axhline(
-        refs.single.p50_ms, color="tab:red", linestyle="-.", linewidth=1, label="raw batch 1, p50 per text"
-    )
+        label = f"{ref.label}: {ref.texts_per_s:.0f}/s"
+        left.axhline(ref.texts_per_s, color=color, linestyle=style, linewidth=1, label=label)
+    label = f"raw batch 1, p50 per text: {refs.single.p50_ms:.1f} ms"
+    right.axhline(refs.single.p50_ms, color="tab:red", linestyle="-.", linewidth=1, label=label)
     for axis in (left, right):
         axis.set_xscale("log", base=2)
         axis.set_xticks(levels, [str(level) for level in levels])
@@ -49,6 +50,9 @@ def write_plot(cells: Sequence[report.Cell], refs: report.References, path: Path
     left.set_ylim(bottom=0)
     right.set_ylabel("p99 latency (ms)")
     right.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    right.yaxis.set_major_formatter(plain)
+    right.yaxis.set_minor_formatter(plain)
     figure.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
