@@ -10,9 +10,9 @@ no server at all. Three references:
   minimal, so this is the ceiling for this traffic on this machine.
 - max batch size, arrival order: batches cut from the texts as they come; shows what padding costs.
 
-Each is warmed up, then repeated in whole passes over the texts until a time budget is spent; the
-figure is the median pass (a pass covers every length, so passes compare). Run these only while
-the server is idle: they need the whole machine.
+Each is warmed up on every batch shape it will meet, then repeated in whole passes over the texts
+until a time budget is spent; the figure is the median pass (a pass covers every length, so passes
+compare). Run these only while the server is idle: they need the whole machine.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 from serving.bench import report
 
-__all__ = ["detect_device", "measure_references", "sorted_batches"]
+__all__ = ["detect_device", "measure_references", "sorted_batches", "warmup_batches"]
 
 
 def detect_device() -> str:
@@ -48,19 +48,28 @@ def _arrival_batches(count: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, count))) for i in range(0, count, batch_size)]
 
 
+def warmup_batches(batches: list[list[int]], lengths: Sequence[int]) -> list[list[int]]:
+    """One batch per distinct (size, padded length) shape: a first call on a new shape can cost
+    far more than the next ones (kernel selection, allocator growth), so none is left to the
+    measured passes."""
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for batch in batches:
+        shapes.setdefault((len(batch), max(lengths[i] for i in batch)), batch)
+    return list(shapes.values())
+
+
 def _measure(
     run_batch: Callable[[list[str]], None],
     texts: Sequence[str],
+    lengths: Sequence[int],
     batches: list[list[int]],
     min_seconds: float,
-    warmup_calls: int = 8,
 ) -> tuple[float, float]:
-    """(median texts/s over whole passes, p50 ms per call), after warm-up calls spread over the
-    batches (shortest to longest); passes repeat until `min_seconds` are spent."""
+    """(median texts/s over whole passes, p50 ms per call), after a warm-up over every batch shape;
+    passes repeat until `min_seconds` are spent."""
+    for shape in warmup_batches(batches, lengths):
+        run_batch([texts[i] for i in shape])
     batch_texts = [[texts[i] for i in batch] for batch in batches]
-    step = max(1, len(batch_texts) // warmup_calls)
-    for batch in [*batch_texts[::step], batch_texts[-1]]:
-        run_batch(batch)
     rates: list[float] = []
     calls: list[float] = []
     spent = 0.0
@@ -124,11 +133,11 @@ def measure_references(
 
     threads = torch.get_num_threads()
     progress(f"reference: raw model at batch size 1 on {device}, {dtype} ({threads} torch threads)")
-    single = _measure(run_batch, texts, _arrival_batches(len(texts), 1), min_seconds)
+    single = _measure(run_batch, texts, lengths, _arrival_batches(len(texts), 1), min_seconds)
     progress(f"reference: raw model at batch size {max_batch_size}, texts sorted by length")
-    ceiling = _measure(run_batch, texts, sorted_batches(lengths, max_batch_size), min_seconds)
+    ceiling = _measure(run_batch, texts, lengths, sorted_batches(lengths, max_batch_size), min_seconds)
     progress(f"reference: raw model at batch size {max_batch_size}, arrival order")
-    arrival = _measure(run_batch, texts, _arrival_batches(len(texts), max_batch_size), min_seconds)
+    arrival = _measure(run_batch, texts, lengths, _arrival_batches(len(texts), max_batch_size), min_seconds)
     return report.References(
         single=report.Reference("raw batch 1", 1, "one by one", *single),
         ceiling=report.Reference(

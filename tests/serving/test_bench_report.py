@@ -177,3 +177,11 @@ def test_the_config_found_on_a_server_is_put_back_field_by_field() -> None:
     stats = {"config": {"strategy": "adaptive", "max_batch_size": 8, "unknown": 1}, "models": {}}
     assert command._restorable(stats) == {"strategy": "adaptive", "max_batch_size": 8}
     assert command._restorable({"models": {}}) is None
+
+
+def test_the_warm_up_meets_every_batch_shape_once() -> None:
+    lengths = [12, 12, 30, 30, 12, 40]
+    batches = [[0], [1], [2], [3], [4], [5]]
+    assert reference.warmup_batches(batches, lengths) == [[0], [2], [5]]
+    pairs = [[0, 1], [2, 3], [4, 5]]
+    assert reference.warmup_batches(pairs, lengths) == pairs  # (2, 12), (2, 30), (2, 40)
