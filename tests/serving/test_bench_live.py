@@ -100,13 +100,16 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
     ]
     assert command.main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "[bench] reference: raw model at batch size 1 on cpu, float32" in out
+    assert "[bench] reference: raw model at batch size 1 on " in out
     assert "[bench] cell 6/6: adaptive at concurrency 4" in out
     table = (tmp_path / "bench.txt").read_text()
     assert table in out
     assert "strategy          conc    req/s   p50 ms" in table and "Ratios (same run):" in table
     results = json.loads((tmp_path / "bench.json").read_text())
-    assert results["meta"]["spawned"] is True and results["meta"]["server_device"] == "cpu"
+    assert results["meta"]["spawned"] is True
+    # the references ran where the server runs the model (cpu here, cuda on a GPU machine)
+    assert results["meta"]["server_device"] == results["references"]["device"]
+    assert results["meta"]["server_dtype"] == results["references"]["dtype"]
     assert 0 <= results["meta"]["server_cpu_during_references"] < 0.5
     assert [c["strategy"] for c in results["cells"]] == ["single_request"] * 2 + ["batch_optimized"] * 2 + [
         "adaptive"
