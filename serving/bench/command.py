@@ -57,10 +57,24 @@ def _levels(value: str) -> list[int]:
 
 
 def _positive(value: str) -> float:
-    number = float(value)
+    number = _number(value)
     if number <= 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
     return number
+
+
+def _non_negative(value: str) -> float:
+    number = _number(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return number
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=_levels, default=[1, 8, 64], help="comma-separated levels (default: 1,8,64)"
     )
     parser.add_argument("--duration", type=_positive, default=10.0, help="measured seconds per cell (10)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per cell (3)")
+    parser.add_argument("--warmup", type=_non_negative, default=3.0, help="warm-up seconds per cell (3)")
     parser.add_argument(
         "--max-batch-size", type=int, default=32, help="set on the server and used by the references"
     )

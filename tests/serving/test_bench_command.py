@@ -32,6 +32,8 @@ def test_lists_are_parsed_deduplicated_and_sorted() -> None:
         pytest.param(["--concurrency", "0,8"], "'0,8'", id="zero-concurrency"),
         pytest.param(["--concurrency", "eight"], "'eight'", id="not-a-number"),
         pytest.param(["--duration", "0"], "'0'", id="zero-duration"),
+        pytest.param(["--warmup", "-1"], "'-1'", id="negative-warm-up"),
+        pytest.param(["--timeout", "soon"], "'soon'", id="not-a-duration"),
     ],
 )
 def test_bad_options_are_refused_naming_the_value(
