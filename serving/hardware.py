@@ -8,12 +8,15 @@ Readings are cached briefly: the adaptive controller asks at every batch pick.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["GpuProbe", "cpu_snapshot"]
+__all__ = ["GpuProbe", "cpu_snapshot", "usable_cpus"]
 
 log = logging.getLogger("carpool.hardware")
 CACHE_S = 0.25
@@ -72,6 +75,21 @@ class GpuProbe:
         """The busiest GPU's utilisation, 0..1."""
         devices = self.devices()
         return max(d["utilization"] for d in devices) if devices else None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a pod's limit)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
 
 
 def cpu_snapshot() -> dict[str, Any]:

@@ -172,8 +172,7 @@ class ModelPool:
     async def predict(self, text: str, names: Sequence[str]) -> dict[str, tuple[Prediction, float]]:
         """One prediction per model, with each model's latency in seconds; waits for all."""
         self.check_text(text)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()
         futures: list[asyncio.Future[Prediction]] = []
         try:
             for name in names:
@@ -184,16 +183,16 @@ class ModelPool:
             raise
         if len(futures) == 1:
             prediction = await futures[0]
-            return {names[0]: (prediction, loop.time() - started)}
+            return {names[0]: (prediction, time.perf_counter() - started)}
         finished: dict[str, float] = {}
         for name, future in zip(names, futures, strict=True):
-            future.add_done_callback(functools.partial(_mark_done, finished, name, loop))
+            future.add_done_callback(functools.partial(_mark_done, finished, name))
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
         return {
-            name: (outcome, finished.get(name, loop.time()) - started)
+            name: (outcome, finished.get(name, time.perf_counter()) - started)
             for name, outcome in zip(names, outcomes, strict=True)
             if isinstance(outcome, Prediction)
         }
@@ -273,13 +272,8 @@ class ModelPool:
         return report
 
 
-def _mark_done(
-    finished: dict[str, float],
-    name: str,
-    loop: asyncio.AbstractEventLoop,
-    _future: asyncio.Future[Prediction],
-) -> None:
-    finished[name] = loop.time()
+def _mark_done(finished: dict[str, float], name: str, _future: asyncio.Future[Prediction]) -> None:
+    finished[name] = time.perf_counter()
 
 
 def _error(engine: BatchEngine) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -61,8 +62,7 @@ def _outcome(exc: BaseException) -> str:
 
 async def _predict_one(pool: ModelPool, body: schemas.PredictRequest, *, trained: bool) -> dict[str, Any]:
     names = pool.resolve(body.models, trained_only=trained)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = time.perf_counter()
     results = await pool.predict(body.text, names)
     return {
         "predictions": {
@@ -74,14 +74,13 @@ async def _predict_one(pool: ModelPool, body: schemas.PredictRequest, *, trained
             }
             for name, (prediction, seconds) in results.items()
         },
-        "latency_ms": round((loop.time() - started) * 1000.0, 3),
+        "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
     }
 
 
 async def _serve(request: Request, endpoint: str, *, trained: bool) -> Response:
     pool = _pool(request)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = time.perf_counter()
     names: list[str] = []
     try:
         body = schemas.parse_predict(schemas.parse_json(await request.body()))
@@ -89,10 +88,12 @@ async def _serve(request: Request, endpoint: str, *, trained: bool) -> Response:
         payload = await _predict_one(pool, body, trained=trained)
     except errors.CarpoolError as exc:
         pool.metrics.on_request(
-            endpoint, {name: _outcome(exc) for name in names or ["-"]}, loop.time() - started
+            endpoint, {name: _outcome(exc) for name in names or ["-"]}, time.perf_counter() - started
         )
         raise
-    pool.metrics.on_request(endpoint, dict.fromkeys(payload["predictions"], "ok"), loop.time() - started)
+    pool.metrics.on_request(
+        endpoint, dict.fromkeys(payload["predictions"], "ok"), time.perf_counter() - started
+    )
     return _json(payload)
 
 
@@ -112,8 +113,7 @@ async def predict_trained(request: Request) -> Response:
 async def predict_batch(request: Request) -> Response:
     """A JSON list of /predict bodies → results in the same order, each with its own error if any."""
     pool = _pool(request)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = time.perf_counter()
     data = schemas.parse_json(await request.body())
     if not isinstance(data, list):
         raise errors.InvalidInput(
@@ -138,12 +138,12 @@ async def predict_batch(request: Request) -> Response:
     for result in results:
         for name in result.get("predictions", {}):
             outcomes[name] = "ok"
-    pool.metrics.on_request("/predict/batch", outcomes or {"-": "invalid"}, loop.time() - started)
+    pool.metrics.on_request("/predict/batch", outcomes or {"-": "invalid"}, time.perf_counter() - started)
     return _json(
         {
             "results": results,
             "succeeded": sum(1 for r in results if r["ok"]),
             "failed": sum(1 for r in results if not r["ok"]),
-            "latency_ms": round((loop.time() - started) * 1000.0, 3),
+            "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
         }
     )

@@ -1,103 +1,114 @@
-"""What a forward pass costs, fitted online from the batches the model actually ran.
+"""What a forward pass costs, fitted from the model's warm-up and then from every batch it runs.
 
-A transformer's forward time on a batch grows with batch size x padded length (the linear layers
-dominate), plus a fixed cost per call::
+A transformer's forward time grows with batch size x padded length (the linear layers dominate),
+plus a fixed cost per call (kernel launches, Python, the hand-off)::
 
-    seconds ≈ fixed + per_item · batch + per_token · batch · padded_len
+    seconds ≈ fixed + per_token · batch · padded_len
 
-The engine seeds the fit from PERFORMANCE.md's CPU table shape and the model's own warm-up timings,
-then refines it with every batch it runs (recursive least squares with forgetting, regularised
-towards the seed so a burst of one shape cannot make it absurd). The batch picker uses the fit to
-trade padding waste against per-call overhead. Pure: no I/O, no clocks.
+The ratio fixed / per_token is what the batch picker trades: how many tokens of padding one
+extra forward pass is worth. On a 2-core CPU it is about 30 tokens (PERFORMANCE.md: 5.1 ms for
+1x12 tokens, 131 ms for 32x32); on a GPU the fixed part dominates and batches should simply fill.
+
+`OnlineCost.reseed()` fits both terms from the warm-up shapes (varied on purpose, so the fit is
+well posed) and anchors later updates to that fit: batches seen in traffic all look alike, so on
+their own they could not tell the two terms apart. Updates use least squares with forgetting on
+relative changes to the fit.
+Pure: no I/O, no clocks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["CPU_SEED", "CostModel", "OnlineCost"]
+__all__ = ["CPU_SEED", "CostModel", "OnlineCost", "fit"]
 
 
 @dataclass(frozen=True, slots=True)
 class CostModel:
     fixed_s: float
-    per_item_s: float
     per_token_s: float
 
     def estimate(self, batch_size: int, padded_len: int) -> float:
-        return self.fixed_s + self.per_item_s * batch_size + self.per_token_s * batch_size * padded_len
+        return self.fixed_s + self.per_token_s * batch_size * padded_len
 
 
-# all-MiniLM-L6-v2 on a 2-core CPU: 5.1 ms for 1x12 tokens, 131 ms for 32x32.
-CPU_SEED = CostModel(fixed_s=0.0035, per_item_s=0.0002, per_token_s=0.000122)
+# all-MiniLM-L6-v2 on a 2-core CPU (PERFORMANCE.md's table).
+CPU_SEED = CostModel(fixed_s=0.0036, per_token_s=0.000122)
+_TOKEN_SCALE = 1000.0  # the token feature is counted in thousands, so both features are of order 1
+
+
+def fit(samples: Sequence[tuple[int, int, float]]) -> CostModel | None:
+    """Least squares over (batch, padded_len, seconds); None when the samples cannot pin both terms."""
+    xs = [b * n / _TOKEN_SCALE for b, n, _ in samples]
+    ys = [s for _, _, s in samples]
+    if len(samples) < 2 or max(xs) - min(xs) <= 0:
+        return None
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+    intercept = mean_y - slope * mean_x
+    if slope <= 0:
+        return None
+    return CostModel(max(intercept, 0.0), slope / _TOKEN_SCALE)
 
 
 class OnlineCost:
-    """Least squares on (1, batch, batch·len) → seconds, forgetting old batches, anchored to a seed."""
+    """fixed + per_token·tokens, refreshed from measured batches, anchored to the warm-up fit.
 
-    def __init__(self, seed: CostModel = CPU_SEED, *, forget: float = 0.98, anchor: float = 4.0) -> None:
+    The fit is of relative changes to the seed, ``fixed = seed.fixed·(1+d0)`` and
+    ``per_token = seed.per_token·(1+d1)``, with a ridge on (d0, d1): batches of one shape pin
+    only their total, and the ridge then spreads the change over the two terms in proportion to
+    what each contributes, instead of letting the small fixed term absorb it.
+    """
+
+    def __init__(self, seed: CostModel = CPU_SEED, *, forget: float = 0.99, anchor: float = 2.0) -> None:
         self.seed = seed
         self.forget = forget
         self.anchor = anchor
         self.samples = 0
-        self._xtx = [[0.0] * 3 for _ in range(3)]
-        self._xty = [0.0] * 3
         self.model = seed
+        self._sxx = [[0.0, 0.0], [0.0, 0.0]]
+        self._sxy = [0.0, 0.0]
 
-    def reseed(self, samples: list[tuple[int, int, float]]) -> None:
-        """Scale the seed to the model's measured warm-up timings (batch, padded_len, seconds)."""
+    def reseed(self, samples: Sequence[tuple[int, int, float]]) -> None:
+        """Start from the warm-up timings: fitted when they pin both terms, else the seed rescaled."""
         usable = [(b, n, s) for b, n, s in samples if s > 0]
         if not usable:
             return
-        ratio = sum(s for _, _, s in usable) / sum(self.seed.estimate(b, n) for b, n, _ in usable)
-        self.seed = CostModel(
-            self.seed.fixed_s * ratio, self.seed.per_item_s * ratio, self.seed.per_token_s * ratio
-        )
-        self.model = self.seed
-        for batch_size, padded_len, seconds in usable:
-            self.observe(batch_size, padded_len, seconds)
+        fitted = fit(usable)
+        if fitted is None or fitted.fixed_s <= 0:
+            ratio = sum(s for *_, s in usable) / sum(self.seed.estimate(b, n) for b, n, _ in usable)
+            fitted = CostModel(self.seed.fixed_s * ratio, self.seed.per_token_s * ratio)
+        self.seed = self.model = fitted
+        self._sxx = [[0.0, 0.0], [0.0, 0.0]]
+        self._sxy = [0.0, 0.0]
+        self.samples = 0
 
     def observe(self, batch_size: int, padded_len: int, seconds: float) -> None:
-        x = (1.0, float(batch_size), float(batch_size * padded_len))
-        for i in range(3):
-            self._xty[i] = self.forget * self._xty[i] + x[i] * seconds
-            for j in range(3):
-                self._xtx[i][j] = self.forget * self._xtx[i][j] + x[i] * x[j]
+        seed = self.seed
+        x = (seed.fixed_s, seed.per_token_s * batch_size * padded_len)  # each term's share of the seed
+        residual = seconds - x[0] - x[1]
+        for i in range(2):
+            self._sxy[i] = self.forget * self._sxy[i] + x[i] * residual
+            for j in range(2):
+                self._sxx[i][j] = self.forget * self._sxx[i][j] + x[i] * x[j]
         self.samples += 1
         self.model = self._solve()
 
     def _solve(self) -> CostModel:
-        # Ridge towards the seed, scaled per feature so that the anchor weighs like `anchor` samples.
-        seed = (self.seed.fixed_s, self.seed.per_item_s, self.seed.per_token_s)
-        scale = (1.0, 16.0, 16.0 * 48.0)
-        a = [row[:] for row in self._xtx]
-        b = self._xty[:]
-        for i in range(3):
-            weight = self.anchor * scale[i] * scale[i]
-            a[i][i] += weight
-            b[i] += weight * seed[i]
-        solution = _solve3(a, b)
-        if solution is None:
+        # The ridge weighs like `anchor` batches of a typical shape (16 x 48 tokens).
+        ridge = self.anchor * self.seed.estimate(16, 48) ** 2
+        a = [[self._sxx[0][0] + ridge, self._sxx[0][1]], [self._sxx[1][0], self._sxx[1][1] + ridge]]
+        b = self._sxy
+        det = a[0][0] * a[1][1] - a[0][1] * a[1][0]
+        if abs(det) < 1e-30:
             return self.model
-        fixed, per_item, per_token = (max(value, 0.0) for value in solution)
-        if per_token <= 0.0:
-            per_token = self.seed.per_token_s * 0.1
-        return CostModel(fixed, per_item, per_token)
-
-
-def _solve3(a: list[list[float]], b: list[float]) -> list[float] | None:
-    """Gaussian elimination with partial pivoting for a 3x3 system."""
-    m = [[*row, rhs] for row, rhs in zip(a, b, strict=True)]
-    for col in range(3):
-        pivot = max(range(col, 3), key=lambda r: abs(m[r][col]))
-        if abs(m[pivot][col]) < 1e-18:
-            return None
-        m[col], m[pivot] = m[pivot], m[col]
-        for r in range(col + 1, 3):
-            factor = m[r][col] / m[col][col]
-            for c in range(col, 4):
-                m[r][c] -= factor * m[col][c]
-    x = [0.0] * 3
-    for r in (2, 1, 0):
-        x[r] = (m[r][3] - sum(m[r][c] * x[c] for c in range(r + 1, 3))) / m[r][r]
-    return x
+        d0 = (b[0] * a[1][1] - a[0][1] * b[1]) / det
+        d1 = (a[0][0] * b[1] - a[1][0] * b[0]) / det
+        fixed = self.seed.fixed_s * (1.0 + d0)
+        per_token = self.seed.per_token_s * (1.0 + d1)
+        if per_token <= 0:
+            return self.model
+        return CostModel(max(fixed, 0.0), per_token)

@@ -16,7 +16,9 @@ busy without competing with it. So each model gets:
   before the model runs.
 
 If a batch raises, its items are retried one by one on the model thread, so one bad item fails
-alone and its neighbours still get their results. Time is the loop clock (`loop.time()`).
+alone and its neighbours still get their results. Scheduling uses the loop clock (`loop.time()`,
+so deadlines line up with `call_at`); measurements use `time.perf_counter()`, because uvloop's
+loop clock only ticks in whole milliseconds.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class BatchEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: tuple[float, int] | None = None  # (started, size) of the batch on the thread
         self._draining = False
+        self._last_arrival: float | None = None
         self.stats = EngineStats(0.0)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -92,7 +95,7 @@ class BatchEngine:
     async def start(self) -> None:
         """Load and warm the model on its thread, then start consuming. Raises if loading fails."""
         self._loop = loop = asyncio.get_running_loop()
-        self.stats = EngineStats(loop.time())
+        self.stats = EngineStats(time.perf_counter())
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"carpool-model-{self.name}")
         self.state = EngineState.LOADING
         started = time.perf_counter()
@@ -172,8 +175,9 @@ class BatchEngine:
         item = self.model.encode(text)
         now = self._loop.time()
         future: asyncio.Future[Prediction] = self._loop.create_future()
-        self._queue.append(Pending(item, future, now, item.tokens))
-        self.stats.on_arrival(now, len(self._queue))
+        self._queue.append(Pending(item, future, now, item.tokens, time.perf_counter()))
+        self.stats.on_arrival(time.perf_counter(), len(self._queue))
+        self._last_arrival = now
         self._wake.set()
         return future
 
@@ -185,20 +189,22 @@ class BatchEngine:
     # -- the consumer ----------------------------------------------------------------------------
 
     def signals(self, now: float) -> policies.Signals:
-        busy = self.stats.busy_fraction(now)
+        """What the policy sees; `now` is the loop clock, the figures come from perf_counter."""
+        measured = time.perf_counter()
+        busy = self.stats.busy_fraction(measured)
         if self._running is not None:
-            busy = min(1.0, busy + min(now - self._running[0], 1.0))
+            busy = min(1.0, busy + min(measured - self._running[0], 1.0))
         if self._device_load is not None:
             gpu = self._device_load()
             if gpu is not None:
                 busy = max(busy, gpu)
         return policies.Signals(
             now=now,
-            arrival_rate=self.stats.arrival_rate(now),
+            arrival_rate=self.stats.arrival_rate(measured),
             busy=busy,
-            latency_p95_s=self.stats.latency_p95(now),
+            latency_p95_s=self.stats.latency_p95(measured),
             typical_wait_s=self.stats.typical_wait_s,
-            last_arrival=self.stats.last_arrival,
+            last_arrival=self._last_arrival,
         )
 
     async def _consume(self) -> None:
@@ -235,16 +241,16 @@ class BatchEngine:
     async def _run(self, batch: list[Pending]) -> None:
         assert self._loop is not None and self._executor is not None
         loop = self._loop
-        started = loop.time()
+        started = time.perf_counter()
         self._running = (started, len(batch))
         items = [p.item for p in batch]
         try:
             outcomes, forward_s = await loop.run_in_executor(self._executor, self._forward, items)
         finally:
             self._running = None
-        done = loop.time()
+        done = time.perf_counter()
         padded_len = max(p.tokens for p in batch)
-        waits = [started - p.enqueued_at for p in batch]
+        waits = [started - p.measured_at for p in batch]
         self.stats.on_batch(started, done, waits, padded_len, sum(p.tokens for p in batch))
         if forward_s is not None:
             self.cost.observe(len(batch), padded_len, forward_s)
@@ -254,7 +260,7 @@ class BatchEngine:
             self._observer.on_batch(self.name, len(batch), waits, done - started)
         for pending, outcome in zip(batch, outcomes, strict=True):
             ok = not isinstance(outcome, BaseException)
-            self.stats.on_result(done, done - pending.enqueued_at, ok)
+            self.stats.on_result(done, done - pending.measured_at, ok)
             if pending.future.done():
                 continue
             if isinstance(outcome, BaseException):
@@ -296,7 +302,7 @@ class BatchEngine:
 
     def describe(self) -> dict[str, Any]:
         """This engine's part of /batching/stats."""
-        now = self._loop.time() if self._loop is not None else 0.0
+        now = time.perf_counter()
         config = self.config
         report: dict[str, Any] = {
             "state": self.state.value,
@@ -319,7 +325,6 @@ class BatchEngine:
         model = self.cost.model
         report["cost_model"] = {
             "fixed_ms": round(model.fixed_s * 1000, 4),
-            "per_item_ms": round(model.per_item_s * 1000, 4),
             "per_token_us": round(model.per_token_s * 1e6, 4),
             "batches_fitted": self.cost.samples,
         }

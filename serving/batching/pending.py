@@ -12,9 +12,14 @@ __all__ = ["Pending"]
 
 @dataclass(slots=True, eq=False)
 class Pending:
-    """One encoded text, the future its caller awaits, and when it joined the queue (loop clock)."""
+    """One encoded text, the future its caller awaits, and when it joined the queue.
+
+    `enqueued_at` is on the loop clock (policies compare it with deadlines); `measured_at` is
+    `time.perf_counter()` at the same moment, for the figures (uvloop's clock ticks in milliseconds).
+    """
 
     item: Encoded
     future: asyncio.Future[Prediction]
     enqueued_at: float
     tokens: int
+    measured_at: float = 0.0

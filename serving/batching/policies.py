@@ -40,8 +40,7 @@ __all__ = [
     "select",
 ]
 
-OVERDUE_FACTOR = 1.3  # a request older than this x the typical queue wait is pulled forward
-OVERDUE_FLOOR_S = 0.002
+AGE_WEIGHT = 16.0  # tokens of padding a rider is worth per typical queue wait it has waited
 
 
 class Waiting(Protocol):
@@ -82,70 +81,67 @@ class BatchPolicy(Protocol):
 
 
 def select(
-    waiting: Sequence[Waiting], *, cap: int, cost: CostModel, now: float, overdue_s: float | None = None
+    waiting: Sequence[Waiting],
+    *,
+    cap: int,
+    cost: CostModel,
+    now: float,
+    typical_wait_s: float = 0.0,
+    age_weight: float = AGE_WEIGHT,
 ) -> tuple[int, ...]:
     """Choose which waiting requests share the next forward pass.
 
-    Always the oldest, plus every request older than `overdue_s` (up to `cap`): nothing starves and
-    old requests are pulled forward. The rest are chosen to minimise the overhead per request of
-    the batch, ``(fixed cost + cost of the padding) / batch size``: for each padded length L that the
-    batch could have, the extra riders are the waiting requests just shorter than L (least padding),
-    added while each lowers that average. So similar lengths travel together, a batch grows while
-    the fixed cost is worth sharing, and max_batch_size is only a cap.
+    The oldest request always rides: nothing starves. The others are chosen to minimise the batch's
+    overhead per request, ``(fixed cost + cost of the padding - age credit) / batch size``:
+
+    - for each padded length L the batch could have (the oldest's length or any longer one), a
+      rider of length l costs ``per_token · (L - l)`` of padding, so similar lengths travel together;
+    - a rider is credited ``age_weight`` tokens of padding (or fixed cost / cap, if larger) per
+      typical queue wait it has already waited, so old requests are pulled forward before young
+      ones of similar length. Once old requests have earned more credit than the batch costs, only
+      riders at least as old join: the batch is theirs. This keeps p99 close to p50 under load;
+    - riders join in order of that net cost while each one lowers the average; so a batch grows
+      while the fixed cost is worth sharing, and max_batch_size is only a cap.
+
+    O(candidate lengths x waiting) with early exits: well under a millisecond for 64 waiting.
     """
     n = len(waiting)
     if n <= 1 or cap <= 1:
         return (0,) if n else ()
-    forced = 1
-    if overdue_s is not None:
-        while forced < min(n, cap) and now - waiting[forced].enqueued_at >= overdue_s:
-            forced += 1
-    tokens = [w.tokens for w in waiting]
-    forced_len = max(tokens[:forced])
-    forced_sum = sum(tokens[:forced])
-    # Ascending length; among equal lengths the oldest sits last, so it is taken first below.
-    rest = sorted(range(forced, n), key=lambda i: (tokens[i], -i))
-    if not rest or forced >= cap:
-        return tuple(range(forced))
-
     fixed, per_token = cost.fixed_s, cost.per_token_s
-    best: tuple[float, int, int] | None = None  # (overhead per request, top position, count)
-    # Candidate padded lengths: forced_len, then each longer distinct length among the rest.
-    candidates: list[tuple[int, int]] = []  # (padded_len, last position in `rest` with tokens <= it)
-    pos = -1
-    while pos + 1 < len(rest) and tokens[rest[pos + 1]] <= forced_len:
-        pos += 1
-    candidates.append((forced_len, pos))
-    for p in range(pos + 1, len(rest)):
-        if p + 1 == len(rest) or tokens[rest[p + 1]] != tokens[rest[p]]:
-            candidates.append((tokens[rest[p]], p))
-    for padded_len, top in candidates:
-        waste = padded_len * forced - forced_sum
-        count = forced
-        floor = (fixed + per_token * waste) / cap
-        if best is not None and floor >= best[0]:
-            break  # longer padding only adds waste to the forced riders
-        taken = 0
-        p = top
-        while p >= 0 and count < cap:
-            extra = padded_len - tokens[rest[p]]
-            if per_token * extra * count > fixed + per_token * waste:
-                break  # this rider would raise the average overhead; the next ones more so
-            waste += extra
-            count += 1
-            taken += 1
-            p -= 1
-        overhead = (fixed + per_token * waste) / count
-        if best is None or overhead < best[0] - 1e-12:
-            best = (overhead, top, taken)
+    tokens = [w.tokens for w in waiting]
+    if typical_wait_s > 0:
+        # Per typical wait: `age_weight` tokens of padding, or a share of the fixed cost where that is
+        # larger (on a GPU padding is nearly free, so age alone should order the riders).
+        scale = max(per_token * age_weight, fixed / cap) / typical_wait_s
+        credit = [scale * (now - w.enqueued_at) for w in waiting]
+    else:
+        credit = [0.0] * n
+    anchor_len = tokens[0]
+    # Riders by net cost at any L: per_token·(L - l) - credit = per_token·L - (per_token·l + credit).
+    order = sorted(range(1, n), key=lambda i: (-(per_token * tokens[i] + credit[i]), i))
+    max_credit = max(credit)
+    best: tuple[float, list[int]] | None = None
+    for padded_len in sorted({t for t in tokens if t >= anchor_len}):
+        base = fixed + per_token * (padded_len - anchor_len)  # the oldest rides at any L: no credit
+        if best is not None and base / cap - max_credit >= best[0]:
+            break  # longer padding only costs the oldest more; no rider can make up for it
+        total, chosen = base, [0]
+        for i in order:
+            if len(chosen) >= cap:
+                break
+            if tokens[i] > padded_len:
+                continue
+            net = per_token * (padded_len - tokens[i]) - credit[i]
+            if net * len(chosen) > total:
+                break  # this rider would raise the average; the rest would raise it more
+            total += net
+            chosen.append(i)
+        average = total / len(chosen)
+        if best is None or average < best[0] - 1e-15:
+            best = (average, chosen)
     assert best is not None
-    _, top, taken = best
-    chosen = list(range(forced)) + [rest[p] for p in range(top, top - taken, -1)]
-    return tuple(sorted(chosen))
-
-
-def _overdue_s(signals: Signals) -> float:
-    return max(OVERDUE_FLOOR_S, OVERDUE_FACTOR * signals.typical_wait_s)
+    return tuple(sorted(best[1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +177,11 @@ class BatchOptimized:
 
     def _take(self, waiting: Sequence[Waiting], signals: Signals) -> tuple[int, ...]:
         return select(
-            waiting, cap=self.max_batch_size, cost=self.cost, now=signals.now, overdue_s=_overdue_s(signals)
+            waiting,
+            cap=self.max_batch_size,
+            cost=self.cost,
+            now=signals.now,
+            typical_wait_s=signals.typical_wait_s,
         )
 
 
@@ -235,7 +235,11 @@ class Adaptive:
         self.mode, self.reason = self.controller.decide(signals)
         n = len(waiting)
         take = select(
-            waiting, cap=self.max_batch_size, cost=self.cost, now=signals.now, overdue_s=_overdue_s(signals)
+            waiting,
+            cap=self.max_batch_size,
+            cost=self.cost,
+            now=signals.now,
+            typical_wait_s=signals.typical_wait_s,
         )
         if n == 1 or self.mode is Mode.AT_ONCE or n >= self.max_batch_size:
             return Pick(take)

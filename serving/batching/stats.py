@@ -17,7 +17,7 @@ RATE_WINDOW_S = 1.0  # arrivals counted over this span for the arrival rate
 BUSY_WINDOW_S = 1.0  # model-thread busy fraction over this span
 THROUGHPUT_WINDOW_S = 10.0
 P95_REFRESH_S = 0.1
-WAIT_EWMA = 0.1
+WAIT_EWMA = 0.02
 
 
 def percentile(values: list[float], q: float) -> float | None:

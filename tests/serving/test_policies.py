@@ -13,7 +13,9 @@ from serving.settings import BatchingConfig
 
 pytestmark = pytest.mark.unit
 
-GPU_LIKE = CostModel(fixed_s=0.005, per_item_s=0.0, per_token_s=1e-6)
+GPU_LIKE = CostModel(fixed_s=0.005, per_token_s=1e-6)
+OLD_TWO = (0.05, 0.04, 0.0, 0.0)
+OLD_ENDS = (0.05, 0.0, 0.0, 0.04, 0.04)
 
 
 @dataclass(frozen=True)
@@ -28,40 +30,39 @@ def queue(*tokens: int, ages: tuple[float, ...] = (), now: float = 1.0) -> list[
 
 
 @pytest.mark.parametrize(
-    ("waiting", "cap", "cost", "overdue_s", "expected"),
+    ("waiting", "cap", "cost", "typical_wait_s", "expected"),
     [
-        pytest.param([], 8, CPU_SEED, None, (), id="empty"),
-        pytest.param(queue(30), 8, CPU_SEED, None, (0,), id="alone"),
+        pytest.param([], 8, CPU_SEED, 0.0, (), id="empty"),
+        pytest.param(queue(30), 8, CPU_SEED, 0.0, (0,), id="alone"),
         pytest.param(
-            queue(10, 50, 10, 50, 10), 8, CPU_SEED, None, (0, 2, 4), id="short-oldest-rides-with-short"
+            queue(10, 50, 10, 50, 10), 8, CPU_SEED, 0.0, (0, 2, 4), id="short-oldest-rides-with-short"
         ),
-        pytest.param(queue(50, 10, 10, 50), 8, CPU_SEED, None, (0, 3), id="long-oldest-rides-with-long"),
-        pytest.param(queue(*[10] * 10), 4, CPU_SEED, None, (0, 1, 2, 3), id="cap-takes-the-oldest-equals"),
+        pytest.param(queue(50, 10, 10, 50), 8, CPU_SEED, 0.0, (0, 3), id="long-oldest-rides-with-long"),
+        pytest.param(queue(*[10] * 10), 4, CPU_SEED, 0.0, (0, 1, 2, 3), id="cap-takes-the-oldest-equals"),
+        pytest.param(queue(10, 50, 10, 50, 10), 8, GPU_LIKE, 0.0, (0, 1, 2, 3, 4), id="fixed-cost-dominates"),
+        pytest.param(queue(10, 11, 1, 11, 1), 3, CPU_SEED, 0.0, (0, 1, 3), id="pads-up-to-a-close-length"),
+        pytest.param(queue(10, 50, 10, 10, ages=OLD_TWO), 8, CPU_SEED, 0.0, (0, 2, 3), id="no-age-credit"),
         pytest.param(
-            queue(10, 50, 10, 50, 10), 8, GPU_LIKE, None, (0, 1, 2, 3, 4), id="fixed-cost-dominates"
+            queue(10, 50, 10, 10, ages=OLD_TWO), 8, CPU_SEED, 0.01, (0, 1), id="old-rider-pulled-forward"
         ),
-        pytest.param(queue(10, 11, 1, 11, 1), 3, CPU_SEED, None, (0, 1, 3), id="pads-up-to-a-close-length"),
+        pytest.param(queue(*[30] * 5, ages=OLD_ENDS), 3, CPU_SEED, 0.0, (0, 1, 2), id="equals-in-order"),
+        pytest.param(queue(*[30] * 5, ages=OLD_ENDS), 3, CPU_SEED, 0.01, (0, 3, 4), id="older-equals-first"),
         pytest.param(
-            queue(10, 50, 10, 10, ages=(0.05, 0.04, 0.0, 0.0)), 8, CPU_SEED, None, (0, 2, 3), id="no-overdue"
-        ),
-        pytest.param(
-            queue(10, 50, 10, 10, ages=(0.05, 0.04, 0.0, 0.0)), 8, CPU_SEED, 0.03, (0, 1), id="overdue-forced"
+            queue(20, 58, 12, 58, 12, ages=OLD_ENDS), 3, GPU_LIKE, 0.0, (0, 2, 4), id="gpu-least-padding"
         ),
         pytest.param(
-            queue(10, 10, 10, 10, ages=(0.05, 0.04, 0.04, 0.04)),
-            2,
-            CPU_SEED,
-            0.03,
-            (0, 1),
-            id="overdue-capped",
+            queue(20, 58, 12, 58, 12, ages=OLD_ENDS), 3, GPU_LIKE, 0.01, (0, 3, 4), id="gpu-age-first"
         ),
-        pytest.param(queue(10, 20, 30), 1, GPU_LIKE, None, (0,), id="cap-one"),
+        pytest.param(
+            queue(*[30] * 6, ages=(1.0,) * 6), 4, CPU_SEED, 0.01, (0, 1, 2, 3), id="backlog-fills-batches"
+        ),
+        pytest.param(queue(10, 20, 30), 1, GPU_LIKE, 0.0, (0,), id="cap-one"),
     ],
 )
 def test_select(
-    waiting: list[W], cap: int, cost: CostModel, overdue_s: float | None, expected: tuple[int, ...]
+    waiting: list[W], cap: int, cost: CostModel, typical_wait_s: float, expected: tuple[int, ...]
 ) -> None:
-    assert policies.select(waiting, cap=cap, cost=cost, now=1.0, overdue_s=overdue_s) == expected
+    assert policies.select(waiting, cap=cap, cost=cost, now=1.0, typical_wait_s=typical_wait_s) == expected
 
 
 def test_select_always_takes_the_oldest_and_respects_the_cap() -> None:
@@ -73,7 +74,9 @@ def test_select_always_takes_the_oldest_and_respects_the_cap() -> None:
         )
         cap = rng.randint(1, 40)
         cost = rng.choice([CPU_SEED, GPU_LIKE])
-        taken = policies.select(waiting, cap=cap, cost=cost, now=1.0, overdue_s=rng.choice([None, 0.5]))
+        taken = policies.select(
+            waiting, cap=cap, cost=cost, now=1.0, typical_wait_s=rng.choice([0.0, 0.05, 0.5])
+        )
         assert taken[0] == 0
         assert 1 <= len(taken) <= cap
         assert list(taken) == sorted(set(taken))
