@@ -1,6 +1,6 @@
 """Build train.jsonl and test.jsonl from the hand-written sources and the composer.
 
-    .venv/bin/python data/security_messages/build.py
+    .venv/bin/python data/security_messages/build.py [OUTPUT_DIR]   (default: this directory)
 
 Reads sources/<label>.txt (one hand-written example per line, a literal \\n for a line break, # for
 comments) and compose.compose_all(SEED), drops repeats (same text up to case, spacing and
@@ -56,17 +56,18 @@ def write(path: Path, examples: list[dataset.Example]) -> None:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    output = Path(argv[0]) if argv else HERE
     composed = [dataset.Example(text, label, source) for text, label, source in compose.compose_all(SEED)]
     examples = unique(handwritten() + composed)
     strata = [f"{example.label}/{example.source}" for example in examples]
     train, test = dataset.stratified_split(examples, TEST_FRACTION, SEED, strata=strata)
-    write(HERE / "train.jsonl", train)
-    write(HERE / "test.jsonl", test)
+    write(output / "train.jsonl", train)
+    write(output / "test.jsonl", test)
     for name, split in (("train", train), ("test", test)):
         by_label = Counter(example.label for example in split)
         print(name, len(split), dict(sorted(by_label.items())))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -12,6 +12,7 @@ models directory never sees half a model. Torch is imported only once the argume
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ __all__ = ["build_parser", "main", "resolve_base"]
 
 PACKAGED_BASE = "minilm"
 DEFAULT_MODELS_DIR = Path("models")
+STAGING_DIR = ".carpool-staging"
 
 
 class UsageError(ValueError):
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="where named models live (default: $CARPOOL_MODELS_DIR, else ./models)",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=5)
+    parser.add_argument("--epochs", type=_positive_int, default=3)
     parser.add_argument("--batch-size", type=_positive_int, default=16)
     parser.add_argument("--learning-rate", type=_positive_float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=0.01)
@@ -136,9 +138,15 @@ def _check_output(output: Path) -> None:
         )
 
 
+def _staging_dir(output: Path) -> Path:
+    """Where the model is written before it is complete: beside `output` (so a rename moves it) but one
+    level deeper, where a server scanning the models directory for */config.json does not look."""
+    return output.parent / STAGING_DIR / f"{output.name}-{os.getpid()}"
+
+
 def _install(staging: Path, output: Path) -> None:
     """Swap the finished staging directory into place, replacing an earlier trained model."""
-    retired = output.with_name(f".{output.name}.old-{os.getpid()}")
+    retired = staging.with_name(f"{staging.name}-replaced")
     if output.exists():
         output.rename(retired)
     staging.rename(output)
@@ -231,9 +239,9 @@ def _run(args: argparse.Namespace) -> int:
         "train_loss": [round(loss, 4) for loss in result.epoch_loss],
         "carpool_version": cards.carpool_version(),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    staging = _staging_dir(output)
     shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     try:
         model.save_pretrained(str(staging))
         trainer.save_tokenizer(base_path, staging)
@@ -241,6 +249,8 @@ def _run(args: argparse.Namespace) -> int:
         _install(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            staging.parent.rmdir()  # only when no other run is staging there
     print(
         f"Wrote {output}: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f}, "
         f"trained in {result.seconds:.0f} s"

@@ -18,6 +18,7 @@ initialisation, dropout, batch order) is seeded here.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -33,6 +34,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers import logging as hf_logging
 
 __all__ = [
     "TrainConfig",
@@ -50,7 +52,7 @@ POOL_BATCHES = 8  # batches per length-sorted pool: larger pads less, smaller sh
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    epochs: int = 5
+    epochs: int = 3
     batch_size: int = 16
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
@@ -87,13 +89,19 @@ def load_base(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base encoder with a fresh classification head for `labels` (seeded), and its tokenizer."""
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(path),
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        ignore_mismatched_sizes=True,  # a base that already has a head for other labels gets a new one
-    )
+    verbosity = hf_logging.get_verbosity()
+    # Its load report lists the new head's weights as missing, which is the point: keep it quiet.
+    hf_logging.set_verbosity(logging.ERROR)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(path),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            ignore_mismatched_sizes=True,  # a base that already has a head for other labels gets a new one
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     return model, tokenizer
 
