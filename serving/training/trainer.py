@@ -99,6 +99,7 @@ def load_base(
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
             ignore_mismatched_sizes=True,  # a base that already has a head for other labels gets a new one
+            dtype=torch.float32,  # train in full precision whatever the checkpoint was saved in
         )
     finally:
         hf_logging.set_verbosity(verbosity)
