@@ -169,14 +169,20 @@ class ModelPool:
 
     # -- predictions -----------------------------------------------------------------------------
 
-    async def predict(self, text: str, names: Sequence[str]) -> dict[str, tuple[Prediction, float]]:
-        """One prediction per model, with each model's latency in seconds; waits for all."""
+    async def predict(
+        self, text: str, names: Sequence[str], *, wait_for_room: bool = False
+    ) -> dict[str, tuple[Prediction, float]]:
+        """One prediction per model, with each model's latency in seconds; waits for all.
+
+        A full queue raises QueueFull (429), or with `wait_for_room` waits until a batch leaves.
+        """
         self.check_text(text)
         started = time.perf_counter()
         futures: list[asyncio.Future[Prediction]] = []
         try:
             for name in names:
-                futures.append(self.served[name].engine.submit(text))
+                engine = self.served[name].engine
+                futures.append(await engine.put(text) if wait_for_room else engine.submit(text))
         except BaseException:
             for future in futures:
                 future.cancel()

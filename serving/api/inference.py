@@ -60,10 +60,12 @@ def _outcome(exc: BaseException) -> str:
     return "invalid" if status < 500 else "error"
 
 
-async def _predict_one(pool: ModelPool, body: schemas.PredictRequest, *, trained: bool) -> dict[str, Any]:
+async def _predict_one(
+    pool: ModelPool, body: schemas.PredictRequest, *, trained: bool, wait_for_room: bool = False
+) -> dict[str, Any]:
     names = pool.resolve(body.models, trained_only=trained)
     started = time.perf_counter()
-    results = await pool.predict(body.text, names)
+    results = await pool.predict(body.text, names, wait_for_room=wait_for_room)
     return {
         "predictions": {
             name: {
@@ -111,7 +113,10 @@ async def predict_trained(request: Request) -> Response:
 
 @router.post("/predict/batch", openapi_extra=_BATCH_BODY, summary="Classify a list of /predict requests")
 async def predict_batch(request: Request) -> Response:
-    """A JSON list of /predict bodies → results in the same order, each with its own error if any."""
+    """A JSON list of /predict bodies → results in the same order, each with its own error if any.
+
+    Items are queued as room appears, so a list longer than max_queue_size is served whole.
+    """
     pool = _pool(request)
     started = time.perf_counter()
     data = schemas.parse_json(await request.body())
@@ -127,7 +132,7 @@ async def predict_batch(request: Request) -> Response:
     async def one(index: int, item: Any) -> dict[str, Any]:
         try:
             body = schemas.parse_predict(item, prefix=f"[{index}]")
-            result = await _predict_one(pool, body, trained=False)
+            result = await _predict_one(pool, body, trained=False, wait_for_room=True)
         except errors.CarpoolError as exc:
             error: dict[str, Any] = {"status": errors.status_for(exc), **exc.body()}
             return {"index": index, "ok": False, "error": error}

@@ -82,6 +82,7 @@ class BatchEngine:
         self._device_load = device_load  # callable returning GPU utilisation 0..1, or None
         self._queue: list[Pending] = []
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever a batch leaves the queue
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,6 +130,7 @@ class BatchEngine:
         if self.state is EngineState.READY:
             self.state = EngineState.DRAINING
         self._wake.set()
+        self._room.set()
         if self._task is not None:
             await self._task
         if self._executor is not None:
@@ -180,6 +182,16 @@ class BatchEngine:
         self._last_arrival = now
         self._wake.set()
         return future
+
+    async def put(self, text: str) -> asyncio.Future[Prediction]:
+        """Like `submit`, but waits for room in a full queue instead of raising QueueFull.
+
+        For /predict/batch: a list longer than the free room is queued as room appears.
+        """
+        while self.state is EngineState.READY and len(self._queue) >= self.config.max_queue_size:
+            self._room.clear()
+            await self._room.wait()
+        return self.submit(text)
 
     def _retry_after_s(self) -> float:
         model = self.cost.model
@@ -236,6 +248,7 @@ class BatchEngine:
             chosen = set(pick.take)
             batch = [queue[i] for i in pick.take]
             self._queue = [p for i, p in enumerate(queue) if i not in chosen]
+            self._room.set()
             await self._run(batch)
 
     async def _run(self, batch: list[Pending]) -> None:

@@ -214,3 +214,18 @@ async def test_a_full_queue_answers_429_with_retry_after() -> None:
     assert 'carpool_requests_total{endpoint="/predict",model="gated",outcome="rejected"} 1.0' in metrics
     assert 'carpool_requests_total{endpoint="/predict",model="gated",outcome="ok"} 3.0' in metrics
     assert pool.served["other"].engine.stats.completed == 0  # its share of the rejected request never ran
+
+
+async def test_a_batch_longer_than_the_queue_is_served_whole(served: Served) -> None:
+    previous = served.pool.config.model_dump()
+    served.pool.configure({"max_queue_size": 4, "strategy": "batch_optimized", "max_batch_size": 4})
+    try:
+        response = await served.client.post(
+            "/predict/batch",
+            json=[{"text": f"item {i}", "models": ["tiny", "tiny_trained"]} for i in range(30)],
+        )
+    finally:
+        served.pool.configure(previous)
+    body = response.json()
+    assert (body["succeeded"], body["failed"]) == (30, 0)
+    assert served.pool.served["tiny"].engine.stats.overflow == 0

@@ -279,3 +279,17 @@ async def test_describe_reports_the_strategy_in_effect_and_the_figures(make_engi
     report = engine.describe()
     assert report["effective_strategy"] == "single_request"
     assert report["mode"]["reason"] == "batching disabled (enable=false)"
+
+
+async def test_put_waits_for_room_instead_of_refusing(make_engine: EngineFactory) -> None:
+    model = GatedModel()
+    engine = await make_engine(model, strategy="single_request", max_queue_size=1)
+    running = engine.submit("running")
+    await until_running(model)
+    queued = engine.submit("queued")
+    late = asyncio.ensure_future(engine.put("late"))
+    await asyncio.sleep(0.01)
+    assert not late.done()  # waiting for room, not refused
+    model.gate.set()
+    assert [(await f).label for f in (running, queued, await late)] == ["running", "queued", "late"]
+    assert engine.stats.overflow == 0
