@@ -47,6 +47,22 @@ def _pool(request: Request) -> ModelPool:
     return pool
 
 
+async def _read(request: Request, pool: ModelPool, *, items: int) -> bytes:
+    """The body, refused with 413 when it could not hold `items` texts within the text limit."""
+    limit = items * (4 * pool.max_text_chars + 1024)  # room for escapes and the model names
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise errors.TextTooLong(
+            f"request body of {declared} bytes is above this endpoint's {limit}", limit=limit
+        )
+    raw = await request.body()
+    if len(raw) > limit:
+        raise errors.TextTooLong(
+            f"request body of {len(raw)} bytes is above this endpoint's {limit}", limit=limit
+        )
+    return raw
+
+
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload).encode(), status_code=status, media_type="application/json")
 
@@ -85,7 +101,7 @@ async def _serve(request: Request, endpoint: str, *, trained: bool) -> Response:
     started = time.perf_counter()
     names: list[str] = []
     try:
-        body = schemas.parse_predict(schemas.parse_json(await request.body()))
+        body = schemas.parse_predict(schemas.parse_json(await _read(request, pool, items=1)))
         names = body.models or pool.resolve(None, trained_only=trained)
         payload = await _predict_one(pool, body, trained=trained)
     except errors.CarpoolError as exc:
@@ -119,7 +135,7 @@ async def predict_batch(request: Request) -> Response:
     """
     pool = _pool(request)
     started = time.perf_counter()
-    data = schemas.parse_json(await request.body())
+    data = schemas.parse_json(await _read(request, pool, items=MAX_BATCH_ITEMS))
     if not isinstance(data, list):
         raise errors.InvalidInput(
             f"/predict/batch expects a JSON list of /predict bodies, got {type(data).__name__}"

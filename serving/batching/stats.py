@@ -6,6 +6,7 @@ p95 the adaptive controller reads is cached for `P95_REFRESH_S`. Times are on th
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,8 @@ def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of already sorted `values` (None when empty)."""
     if not values:
         return None
-    rank = max(0, min(len(values) - 1, round(q / 100.0 * len(values) + 0.5) - 1))
-    return values[rank]
+    rank = min(len(values), max(1, math.ceil(q / 100.0 * len(values))))
+    return values[rank - 1]
 
 
 @dataclass(slots=True)

@@ -229,3 +229,10 @@ async def test_a_batch_longer_than_the_queue_is_served_whole(served: Served) -> 
     body = response.json()
     assert (body["succeeded"], body["failed"]) == (30, 0)
     assert served.pool.served["tiny"].engine.stats.overflow == 0
+
+
+async def test_a_body_too_large_for_any_valid_request_is_a_413_before_parsing(served: Served) -> None:
+    raw = b'{"text": "' + b"a" * 5000 + b'"}'  # the text limit here is 200 characters
+    response = await served.client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "request body of 5012 bytes is above this endpoint's 1824" in response.json()["detail"]

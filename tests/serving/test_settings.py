@@ -1,0 +1,76 @@
+"""ServerSettings: the pod's defaults, pinned, and the environment variables it reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from serving.settings import BatchingConfig, ServerSettings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_are_pinned() -> None:
+    settings = ServerSettings.from_env({})
+    assert (settings.host, settings.port) == ("0.0.0.0", 8000)
+    assert settings.models == {} and settings.models_dir is None
+    assert (settings.device, settings.dtype) == ("auto", "auto")
+    assert settings.admin_token is None
+    assert (settings.enable_metrics, settings.enable_logging) == (True, True)
+    assert (settings.max_text_chars, settings.max_length) == (20_000, 128)
+    assert settings.batching == BatchingConfig.model_validate({})
+    assert settings.batching.model_dump(mode="json") == {
+        "enable": True,
+        "strategy": "adaptive",
+        "max_batch_size": 32,
+        "max_wait_time_ms": 10.0,
+        "min_batch_size": 1,
+        "max_queue_size": 256,
+        "load_threshold": 0.7,
+        "latency_threshold_ms": 200.0,
+    }
+
+
+def test_the_environment_configures_the_pod() -> None:
+    settings = ServerSettings.from_env(
+        {
+            "CARPOOL_MODELS": "a=/m/a, b=/m/b",
+            "CARPOOL_MODELS_DIR": "/models",
+            "CARPOOL_DEVICE": "cuda:1",
+            "CARPOOL_DTYPE": "bfloat16",
+            "CARPOOL_ADMIN_TOKEN": "s3cret",
+            "CARPOOL_MAX_TEXT_CHARS": "500",
+            "CARPOOL_MAX_LENGTH": "64",
+            "CARPOOL_PORT": "9000",
+            "ENABLE_METRICS": "false",
+            "ENABLE_LOGGING": "0",
+            "BATCHING_STRATEGY": "batch_optimized",
+            "MAX_BATCH_SIZE": "16",
+        }
+    )
+    assert settings.models == {"a": Path("/m/a"), "b": Path("/m/b")}
+    assert settings.models_dir == Path("/models")
+    assert (settings.device, settings.dtype, settings.admin_token) == ("cuda:1", "bfloat16", "s3cret")
+    assert (settings.max_text_chars, settings.max_length, settings.port) == (500, 64, 9000)
+    assert not settings.enable_metrics and not settings.enable_logging
+    assert settings.batching.strategy.value == "batch_optimized" and settings.batching.max_batch_size == 16
+
+
+def test_flags_win_over_the_environment() -> None:
+    settings = ServerSettings.from_env({"CARPOOL_PORT": "9000"}, port=8123, host=None)
+    assert (settings.host, settings.port) == ("0.0.0.0", 8123)
+
+
+@pytest.mark.parametrize(
+    ("environ", "needle"),
+    [
+        pytest.param({"MAX_BATCH_SIZE": "0"}, "MAX_BATCH_SIZE", id="batch-size"),
+        pytest.param({"ENABLE_METRICS": "maybe"}, "ENABLE_METRICS must be true or false", id="flag"),
+        pytest.param({"CARPOOL_DTYPE": "int8"}, "dtype", id="dtype"),
+        pytest.param({"CARPOOL_MODELS": "nopath"}, "NAME=PATH", id="models"),
+    ],
+)
+def test_a_bad_environment_is_refused_naming_the_variable(environ: dict[str, str], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        ServerSettings.from_env(environ)
