@@ -161,9 +161,15 @@ def _device(entry: dict[str, Any]) -> tuple[str, str]:
 
 
 def _run_cells(
-    args: argparse.Namespace, url: str, admin: server.Admin, model: str, corpus: list[str]
+    args: argparse.Namespace,
+    url: str,
+    admin: server.Admin,
+    model: str,
+    corpus: list[str],
+    spawned: server.Spawned | None,
 ) -> list[report.Cell]:
     cells = []
+    foreign = server.ForeignLoad(spawned.pid) if spawned else None
     grid = [(strategy, level) for strategy in args.strategies for level in args.concurrency]
     for number, (strategy, level) in enumerate(grid, 1):
         _say(
@@ -172,6 +178,8 @@ def _run_cells(
         )
         admin.configure({"enable": True, "strategy": strategy, "max_batch_size": args.max_batch_size})
         before = admin.batch_counters(model)
+        if foreign is not None:
+            foreign.share()  # starts the interval
         load = loadgen.run_load_blocking(
             url,
             corpus,
@@ -181,6 +189,7 @@ def _run_cells(
             warmup_s=args.warmup,
             timeout_s=args.timeout,
         )
+        other_load = foreign.share() if foreign is not None else None
         after = admin.batch_counters(model)
         latencies = load.latencies_s
         cell = report.Cell(
@@ -195,11 +204,14 @@ def _run_cells(
             non_2xx=load.non_2xx,
             errors=load.errors,
             avg_batch_size=server.average_batch_size(before, after),
+            other_load=other_load,
         )
         _say(
             f"  {cell.throughput:.1f} req/s, p50 {cell.p50_ms:.1f} ms, p99 {cell.p99_ms:.1f} ms, "
             f"{cell.non_2xx} non-2xx, {cell.errors} errors"
         )
+        if other_load is not None and other_load > 0.1:
+            _say(f"  warning: other processes used {other_load:.0%} of the machine during this cell")
         for sample in load.error_samples:
             _say(f"  error: {sample}")
         cells.append(cell)
@@ -280,7 +292,7 @@ def _run(
         tokens = f"{refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max}"
         _say(f"texts: {len(corpus)}, {tokens} tokens min/mean/max")
         try:
-            cells = _run_cells(args, url, admin, model, corpus)
+            cells = _run_cells(args, url, admin, model, corpus, spawned)
         finally:
             if original is not None:
                 admin.configure(original)

@@ -83,6 +83,7 @@ class Cell:
     non_2xx: int
     errors: int
     avg_batch_size: float | None = None
+    other_load: float | None = None  # share of the machine other processes used meanwhile
 
     @property
     def tail_ratio(self) -> float:
@@ -156,6 +157,10 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def format_references(refs: References) -> str:
     lines = [
         f"Raw model in-process on {refs.device} ({refs.dtype}), {refs.threads} torch threads "
@@ -172,7 +177,7 @@ def format_references(refs: References) -> str:
 def format_table(cells: Sequence[Cell], refs: References) -> str:
     header = (
         f"{'strategy':<16} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'non2xx':>6} {'errors':>6} {'batch':>6} {'x ceil':>7} {'x b1':>6}"
+        f"{'non2xx':>6} {'errors':>6} {'batch':>6} {'x ceil':>7} {'x b1':>6} {'other':>6}"
     )
     rows = [header, "-" * len(header)]
     for c in cells:
@@ -180,7 +185,7 @@ def format_table(cells: Sequence[Cell], refs: References) -> str:
             f"{c.strategy:<16} {c.concurrency:>5} {c.throughput:>8.1f} {_num(c.p50_ms):>8} "
             f"{_num(c.p95_ms):>8} {_num(c.p99_ms):>8} {c.non_2xx:>6} {c.errors:>6} "
             f"{_num(c.avg_batch_size):>6} {c.throughput / refs.ceiling.texts_per_s:>7.2f} "
-            f"{c.throughput / refs.single.texts_per_s:>6.2f}"
+            f"{c.throughput / refs.single.texts_per_s:>6.2f} {_percent(c.other_load):>6}"
         )
     return "\n".join(rows)
 

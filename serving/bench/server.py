@@ -28,6 +28,7 @@ import httpx
 __all__ = [
     "Admin",
     "BenchError",
+    "ForeignLoad",
     "Spawned",
     "average_batch_size",
     "batch_counters",
@@ -149,6 +150,39 @@ class Spawned:
 
         times = psutil.Process(self.pid).cpu_times()
         return float(times.user + times.system)
+
+
+class ForeignLoad:
+    """How much of the machine processes other than the bench and its server used between two
+    readings: the share of all cores, 0..1. Anything well above zero means that cell was measured
+    on a machine shared with other work, and its figures are noisy."""
+
+    def __init__(self, server_pid: int) -> None:
+        import psutil
+
+        self._server = psutil.Process(server_pid)
+        self._own = psutil.Process()
+        self._cores = psutil.cpu_count() or 1
+        self._start = self._reading()
+
+    def _reading(self) -> tuple[float, float]:
+        import psutil
+
+        system = psutil.cpu_times()
+        fields = ("user", "nice", "system", "irq", "softirq", "steal")
+        busy = sum(getattr(system, name, 0.0) for name in fields)
+        ours = 0.0
+        for process in (self._server, self._own):
+            times = process.cpu_times()
+            ours += times.user + times.system
+        return time.monotonic(), busy - ours
+
+    def share(self) -> float:
+        """The foreign share since the last call (or since creation), and start a new interval."""
+        then, foreign_then = self._start
+        now, foreign_now = self._start = self._reading()
+        elapsed = max(now - then, 1e-6)
+        return min(1.0, max(0.0, (foreign_now - foreign_then) / (elapsed * self._cores)))
 
 
 @contextlib.contextmanager

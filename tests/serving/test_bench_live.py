@@ -5,15 +5,18 @@ whole grid end to end, writing the table, the results file and the plot."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.bench import command, loadgen
+from serving.bench import command, loadgen, server
 from tests.support.pods import ServingPod
 
 pytestmark = pytest.mark.integration
@@ -115,6 +118,7 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
         "adaptive"
     ] * 2
     assert all(c["completed"] > 0 and c["non_2xx"] == 0 and c["errors"] == 0 for c in results["cells"])
+    assert all(0 <= c["other_load"] <= 1 for c in results["cells"])
     assert results["references"]["ceiling"]["texts_per_s"] > 0
     assert {check["name"] for check in results["checks"]} >= {
         "batch_optimized c=4 / sorted ceiling",
@@ -126,3 +130,19 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
     assert "Finished server process" in (tmp_path / "server.log").read_text()
     with pytest.raises(httpx.ConnectError):  # the spawned server is gone
         httpx.get(f"{results['meta']['url']}/health")
+
+
+def test_foreign_load_counts_other_processes_not_the_bench_or_its_server() -> None:
+    idle_server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        probe = server.ForeignLoad(idle_server.pid)
+        spinner = subprocess.Popen(
+            [sys.executable, "-c", "import time\nend = time.time() + 0.6\nwhile time.time() < end: pass"]
+        )
+        spinner.wait()
+        share = probe.share()
+    finally:
+        idle_server.kill()
+        idle_server.wait()
+    cores = psutil.cpu_count() or 1
+    assert 0.5 <= share * cores <= cores  # the spinner kept about one core busy

@@ -3,6 +3,7 @@ and the server readings it relies on (batch counters from /metrics, /models/stat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -103,12 +104,14 @@ def test_checks_skip_what_the_grid_did_not_measure() -> None:
 
 
 def test_table_and_checks_print_one_line_per_cell_and_ratio() -> None:
-    table = report.format_table(GRID, REFS).splitlines()
+    grid = [*GRID[:3], dataclasses.replace(GRID[3], avg_batch_size=14.25, other_load=0.42), *GRID[4:]]
+    table = report.format_table(grid, REFS).splitlines()
     assert table[0].split()[:4] == ["strategy", "conc", "req/s", "p50"]
     assert len(table) == 2 + len(GRID)
     assert table[5].split() == [
-        "batch_optimized", "64", "180.0", "330.0", "415.0", "500.0", "0", "0", "n/a", "0.90", "1.80"
+        "batch_optimized", "64", "180.0", "330.0", "415.0", "500.0", "0", "0", "14.2", "0.90", "1.80", "42%"
     ]  # fmt: skip
+    assert table[6].split()[-1] == "n/a"  # not measured (a server the bench did not start)
     lines = report.format_checks(report.checks(GRID, REFS))
     assert "0.90 x   (goal >= 0.85)  ok" in lines
     assert "(goal >= 2)  MISSED" in lines
