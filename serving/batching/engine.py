@@ -220,6 +220,20 @@ class BatchEngine:
         )
 
     async def _consume(self) -> None:
+        """Run batches until drained; if the loop itself breaks, fail what waits rather than hang it."""
+        try:
+            await self._consume_forever()
+        except Exception as exc:
+            self.state = EngineState.FAILED
+            self.error = f"batching loop stopped: {type(exc).__name__}: {exc}"
+            log.exception("model %s: %s", self.name, self.error)
+            failure = errors.ModelNotReady(f"model {self.name!r} failed: {self.error}", model=self.name)
+            for pending in self._queue:
+                if not pending.future.done():
+                    pending.future.set_exception(failure)
+            self._queue = []
+
+    async def _consume_forever(self) -> None:
         assert self._loop is not None
         loop = self._loop
         while True:

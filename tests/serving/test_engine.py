@@ -293,3 +293,18 @@ async def test_put_waits_for_room_instead_of_refusing(make_engine: EngineFactory
     model.gate.set()
     assert [(await f).label for f in (running, queued, await late)] == ["running", "queued", "late"]
     assert engine.stats.overflow == 0
+
+
+class BrokenPolicy:
+    def pick(self, waiting: object, signals: object) -> object:
+        raise ZeroDivisionError("bad arithmetic in a policy")
+
+
+async def test_a_broken_batching_loop_fails_waiting_requests_instead_of_hanging_them() -> None:
+    engine = BatchEngine(EchoModel(), config())
+    await engine.start()
+    engine._policy = BrokenPolicy()  # type: ignore[assignment]
+    with pytest.raises(errors.ModelNotReady, match="batching loop stopped: ZeroDivisionError"):
+        await engine.submit("hello")
+    assert engine.state is EngineState.FAILED and not engine.alive
+    await engine.drain()
