@@ -7,14 +7,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.pods import PodStartError, ServingPod
+from tests.support.pods import PodStartError, ServingPod, start_all
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_pod_serves_on_its_own_loopback_address_and_restarts_in_place(tiny_bert: Path) -> None:
     env = {"CARPOOL_ADMIN_TOKEN": "s3cret", "BATCHING_STRATEGY": "batch_optimized", "MAX_BATCH_SIZE": "8"}
+    neighbour = ServingPod(host="127.0.0.4", models={"tiny": tiny_bert})
     with ServingPod(host="127.0.0.3", models={"tiny": tiny_bert}, env=env) as pod:
+        start_all([pod, neighbour])  # the second starts side by side; the first is already up
+        assert httpx.get(f"{neighbour.url}/batching/stats").json()["config"]["strategy"] == "adaptive"
+        neighbour.close()
         assert pod.url.startswith("http://127.0.0.3:")
         predicted = httpx.post(f"{pod.url}/predict", json={"text": "hello", "models": ["tiny"]})
         assert predicted.status_code == 200

@@ -1,6 +1,7 @@
 """Real `carpool serve` processes on loopback addresses, standing in for serving pods.
 
-Operator and autoscaling tests point pod IPs at 127.0.0.x addresses where a real pod listens::
+Operator and autoscaling tests point pod IPs at 127.0.0.x addresses where a real pod listens
+(`start_all([...])` starts several side by side)::
 
     env = {"CARPOOL_ADMIN_TOKEN": "s3cret"}
     with ServingPod(host="127.0.0.2", models={"tiny": tiny_path}, env=env) as pod:
@@ -28,7 +29,7 @@ from typing import Self
 
 import httpx
 
-__all__ = ["PodStartError", "ServingPod", "free_port"]
+__all__ = ["PodStartError", "ServingPod", "free_port", "start_all"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +44,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def start_all(pods: Sequence[ServingPod]) -> list[ServingPod]:
+    """Start several pods side by side (each loads its models in parallel); stop all if one fails."""
+    try:
+        for pod in pods:
+            pod.launch()
+        for pod in pods:
+            pod.wait_healthy()
+    except BaseException:
+        for pod in pods:
+            pod.stop()
+        raise
+    return list(pods)
 
 
 class ServingPod:
@@ -108,6 +123,12 @@ class ServingPod:
 
     def start(self) -> Self:
         """Start the process and wait until /health is 200 (raises PodStartError with its output)."""
+        self.launch()
+        self.wait_healthy()
+        return self
+
+    def launch(self) -> Self:
+        """Start the process without waiting for it (see `start_all` to start several at once)."""
         if self.running:
             return self
         self.starts += 1
@@ -123,7 +144,6 @@ class ServingPod:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self.wait_healthy()
         return self
 
     def wait_healthy(self, timeout: float | None = None) -> None:
