@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from serving import hardware
 from serving.bench import report
 
 __all__ = ["detect_device", "measure_references", "sorted_batches", "warmup_batches"]
@@ -131,6 +132,8 @@ def measure_references(
             logits = model(**encoded.to(device)).logits
             torch.softmax(logits.float(), dim=-1).cpu()
 
+    if device == "cpu" and hardware.usable_cpus() < torch.get_num_threads():
+        torch.set_num_threads(hardware.usable_cpus())  # the server's rule: a CPU limit, not the cores
     threads = torch.get_num_threads()
     progress(f"reference: raw model at batch size 1 on {device}, {dtype} ({threads} torch threads)")
     single = _measure(run_batch, texts, lengths, _arrival_batches(len(texts), 1), min_seconds)
