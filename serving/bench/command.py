@@ -283,6 +283,7 @@ def _run(
             max_batch_size=args.max_batch_size,
             min_seconds=args.reference_seconds,
             progress=_say,
+            foreign=server.ForeignLoad(spawned.pid if spawned else None).share,
         )
         idle_load = None
         if spawned is not None and server_cpu is not None:

@@ -110,9 +110,11 @@ def measure_references(
     max_length: int = 128,
     min_seconds: float = 4.0,
     progress: Callable[[str], None] = print,
+    foreign: Callable[[], float] | None = None,
 ) -> report.References:
     """The three references for `texts` on the model at `model_path`, on `device` in `dtype`
-    (the server's own choices, read from /models/status)."""
+    (the server's own choices, read from /models/status). `foreign`, when given, returns the share
+    of the machine other processes used since its last call; each reference records it."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     import transformers
@@ -135,20 +137,37 @@ def measure_references(
     if device == "cpu" and hardware.usable_cpus() < torch.get_num_threads():
         torch.set_num_threads(hardware.usable_cpus())  # the server's rule: a CPU limit, not the cores
     threads = torch.get_num_threads()
-    progress(f"reference: raw model at batch size 1 on {device}, {dtype} ({threads} torch threads)")
-    single = _measure(run_batch, texts, lengths, _arrival_batches(len(texts), 1), min_seconds)
-    progress(f"reference: raw model at batch size {max_batch_size}, texts sorted by length")
-    ceiling = _measure(run_batch, texts, lengths, sorted_batches(lengths, max_batch_size), min_seconds)
-    progress(f"reference: raw model at batch size {max_batch_size}, arrival order")
-    arrival = _measure(run_batch, texts, lengths, _arrival_batches(len(texts), max_batch_size), min_seconds)
+    plans = (
+        ("raw batch 1", 1, "one by one", _arrival_batches(len(texts), 1)),
+        (
+            f"raw batch {max_batch_size}, sorted (ceiling)",
+            max_batch_size,
+            "sorted by length",
+            sorted_batches(lengths, max_batch_size),
+        ),
+        (
+            f"raw batch {max_batch_size}, arrival order",
+            max_batch_size,
+            "arrival order",
+            _arrival_batches(len(texts), max_batch_size),
+        ),
+    )
+    progress(f"references on {device}, {dtype}, {threads} torch threads")
+    measured = []
+    for label, size, order, batches in plans:
+        progress(f"reference: {label}")
+        if foreign is not None:
+            foreign()  # starts the interval
+        rate, p50 = _measure(run_batch, texts, lengths, batches, min_seconds)
+        other = foreign() if foreign is not None else None
+        if other is not None and other > 0.1:
+            progress(f"  warning: other processes used {other:.0%} of the machine meanwhile")
+        measured.append(report.Reference(label, size, order, rate, p50, other))
+    single, ceiling, arrival = measured
     return report.References(
-        single=report.Reference("raw batch 1", 1, "one by one", *single),
-        ceiling=report.Reference(
-            f"raw batch {max_batch_size}, sorted (ceiling)", max_batch_size, "sorted by length", *ceiling
-        ),
-        arrival=report.Reference(
-            f"raw batch {max_batch_size}, arrival order", max_batch_size, "arrival order", *arrival
-        ),
+        single=single,
+        ceiling=ceiling,
+        arrival=arrival,
         device=device,
         dtype=dtype,
         threads=threads,

@@ -53,6 +53,7 @@ class Reference:
     order: str  # "one by one", "sorted by length" or "arrival order"
     texts_per_s: float
     p50_ms: float
+    other_load: float | None = None  # share of the machine other processes used meanwhile
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,10 @@ def format_references(refs: References) -> str:
         f"(texts of {refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max} tokens min/mean/max):"
     ]
     for ref in (refs.single, refs.ceiling, refs.arrival):
-        per_call = "per text" if ref.batch_size == 1 else "per batch"
-        lines.append(
-            f"  {ref.label:<32} {ref.texts_per_s:8.1f} texts/s   p50 {ref.p50_ms:7.2f} ms {per_call}"
-        )
+        per_call = "per text " if ref.batch_size == 1 else "per batch"
+        other = "" if ref.other_load is None else f"   other {_percent(ref.other_load)}"
+        rate = f"{ref.texts_per_s:8.1f} texts/s"
+        lines.append(f"  {ref.label:<32} {rate}   p50 {ref.p50_ms:7.2f} ms {per_call}{other}")
     return "\n".join(lines)
 
 

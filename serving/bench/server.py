@@ -154,14 +154,17 @@ class Spawned:
 
 class ForeignLoad:
     """How much of the machine processes other than the bench and its server used between two
-    readings: the share of all cores, 0..1. Anything well above zero means that cell was measured
-    on a machine shared with other work, and its figures are noisy."""
+    readings: the share of all cores, 0..1. Anything well above zero means the figures measured
+    meanwhile came from a machine shared with other work, and are noisy. Without the server's pid
+    (a server the bench did not start) only the bench's own process is left out, which is right
+    while that server idles (the references) and wrong while it serves."""
 
-    def __init__(self, server_pid: int) -> None:
+    def __init__(self, server_pid: int | None) -> None:
         import psutil
 
-        self._server = psutil.Process(server_pid)
-        self._own = psutil.Process()
+        self._ours = [psutil.Process()]
+        if server_pid is not None:
+            self._ours.append(psutil.Process(server_pid))
         self._cores = psutil.cpu_count() or 1
         self._start = self._reading()
 
@@ -172,7 +175,7 @@ class ForeignLoad:
         fields = ("user", "nice", "system", "irq", "softirq", "steal")
         busy = sum(getattr(system, name, 0.0) for name in fields)
         ours = 0.0
-        for process in (self._server, self._own):
+        for process in self._ours:
             times = process.cpu_times()
             ours += times.user + times.system
         return time.monotonic(), busy - ours

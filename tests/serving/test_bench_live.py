@@ -103,7 +103,7 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
     ]
     assert command.main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "[bench] reference: raw model at batch size 1 on " in out
+    assert "[bench] reference: raw batch 1\n" in out
     assert "[bench] cell 6/6: adaptive at concurrency 4" in out
     table = (tmp_path / "bench.txt").read_text()
     assert table in out
@@ -119,6 +119,7 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
     ] * 2
     assert all(c["completed"] > 0 and c["non_2xx"] == 0 and c["errors"] == 0 for c in results["cells"])
     assert all(0 <= c["other_load"] <= 1 for c in results["cells"])
+    assert all(0 <= results["references"][r]["other_load"] <= 1 for r in ("single", "ceiling", "arrival"))
     assert results["references"]["ceiling"]["texts_per_s"] > 0
     assert {check["name"] for check in results["checks"]} >= {
         "batch_optimized c=4 / sorted ceiling",

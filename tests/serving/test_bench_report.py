@@ -121,6 +121,9 @@ def test_references_print_the_token_spread_and_each_reference() -> None:
     text = report.format_references(REFS)
     assert "11/35.6/59 tokens" in text
     assert "raw batch 32, sorted (ceiling)" in text and "200.0 texts/s" in text
+    assert "other" not in text  # not measured
+    disturbed = dataclasses.replace(REFS, single=dataclasses.replace(REFS.single, other_load=0.37))
+    assert report.format_references(disturbed).splitlines()[1].endswith("ms per text    other 37%")
 
 
 def test_results_json_is_strict_json() -> None:
