@@ -175,6 +175,11 @@ def _run(args: argparse.Namespace) -> int:
             f"note: {name!r} does not end in _trained, so /predict/trained will not serve it", file=sys.stderr
         )
 
+    if "torch" not in sys.modules:  # a `carpool train` process: OpenMP reads this when torch loads it
+        # Busy-waiting threads, right for a server's small batches, make training 3-8x slower as
+        # soon as another process wants the cores (measured on 2 cores); sleeping ones do not.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from serving.training import trainer  # torch and transformers: only now that the arguments are good
 
     device = trainer.resolve_device(args.device)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,8 @@ from serving.training import command, metrics, trainer
 from tests.support import tinybert
 
 pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
 
 CARD_KEYS = {
     "name",
@@ -240,3 +245,26 @@ def test_bad_numbers_are_refused_by_the_parser(
         command.main(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_help_and_argument_errors_answer_without_loading_torch() -> None:
+    script = (
+        "import sys\n"
+        "from serving.training import command\n"
+        "code = command.main(['--base', 'no-such-model'])\n"
+        "print(code, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.split() == ["2", "False"]
+    assert "no-such-model" in done.stderr
+
+
+def test_training_in_a_process_that_already_runs_torch_leaves_its_environment_alone(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OMP_WAIT_POLICY only matters before torch loads; set later it would leak into child processes.
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert train(workspace, "--output", str(workspace / "env_trained"), "--epochs", "1", "--quiet") == 0
+    assert "OMP_WAIT_POLICY" not in os.environ
