@@ -58,6 +58,7 @@ def write(path: Path, examples: list[dataset.Example]) -> None:
 
 def main(argv: list[str]) -> None:
     output = Path(argv[0]) if argv else HERE
+    output.mkdir(parents=True, exist_ok=True)
     composed = [dataset.Example(text, label, source) for text, label, source in compose.compose_all(SEED)]
     examples = unique(handwritten() + composed)
     strata = [f"{example.label}/{example.source}" for example in examples]
