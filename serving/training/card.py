@@ -6,6 +6,8 @@ The JSON card is a contract: the serving registry reads it to show each trained 
     name, base, base_path, data {train, test, sha256, examples {train, test}}, labels,
     metrics {accuracy, macro_f1, per_class {label: {precision, recall, f1, support}},
              confusion_matrix {labels, matrix}},
+    metrics_by_source {source: {examples, accuracy, macro_f1}} (empty unless the held-out
+             examples carry more than one `source`; "composed:alert" counts as "composed"),
     epochs, seed, learning_rate, max_length, batch_size, freeze_embeddings, device,
     trained_at (ISO 8601, UTC), train_seconds, train_loss (mean per epoch), carpool_version
 """
@@ -86,6 +88,11 @@ def render_readme(card: Mapping[str, Any]) -> str:
         lines.append(
             f"| {label} | {figures['precision']:.3f} | {figures['recall']:.3f} | {figures['f1']:.3f} "
             f"| {figures['support']} |"
+        )
+    for origin, figures in card.get("metrics_by_source", {}).items():
+        lines.append(
+            f"\n{origin} examples only ({figures['examples']}): accuracy {figures['accuracy']:.3f}, "
+            f"macro-F1 {figures['macro_f1']:.3f}"
         )
     confusion = metrics["confusion_matrix"]
     lines += ["", "Confusion matrix (rows: true label, columns: predicted):", ""]

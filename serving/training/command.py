@@ -153,6 +153,11 @@ def _install(staging: Path, output: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def _origin(example: dataset.Example) -> str:
+    """The part of an example's `source` before any ':' ("composed:alert" -> "composed")."""
+    return example.source.split(":", 1)[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -214,8 +219,15 @@ def _run(args: argparse.Namespace) -> int:
         model, trainer.encode(tokenizer, [e.text for e in splits.test], config.max_length), pad_id, device
     )
     predicted = [max(range(len(row)), key=row.__getitem__) for row in probabilities]
-    report = metrics.evaluate([label_id[e.label] for e in splits.test], predicted, splits.labels)
+    truth = [label_id[e.label] for e in splits.test]
+    report = metrics.evaluate(truth, predicted, splits.labels)
     print(f"\nHeld-out evaluation ({len(splits.test)} examples):\n{metrics.format_report(report)}\n")
+    by_source = metrics.by_group([_origin(e) for e in splits.test], truth, predicted, splits.labels)
+    for origin, figures in by_source.items():
+        print(
+            f"  {origin}: {figures['examples']} examples, accuracy {figures['accuracy']:.3f}, "
+            f"macro-F1 {figures['macro_f1']:.3f}"
+        )
 
     card = {
         "name": name,
@@ -232,6 +244,7 @@ def _run(args: argparse.Namespace) -> int:
         },
         "labels": splits.labels,
         "metrics": report.as_dict(),
+        "metrics_by_source": by_source,
         "epochs": config.epochs,
         "seed": config.seed,
         "learning_rate": config.learning_rate,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ClassFigures", "Report", "confusion_matrix", "evaluate", "format_report"]
+__all__ = ["ClassFigures", "Report", "by_group", "confusion_matrix", "evaluate", "format_report"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,25 @@ def evaluate(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]
     return Report(
         labels=list(labels), accuracy=accuracy, macro_f1=macro_f1, per_class=per_class, confusion=matrix
     )
+
+
+def by_group(
+    groups: Sequence[str], y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]
+) -> dict[str, dict[str, float | int]]:
+    """Accuracy and macro-F1 per group (e.g. per data source), when there is more than one group."""
+    names = sorted(set(groups))
+    if len(names) < 2:
+        return {}
+    figures: dict[str, dict[str, float | int]] = {}
+    for name in names:
+        members = [i for i, group in enumerate(groups) if group == name]
+        report = evaluate([y_true[i] for i in members], [y_pred[i] for i in members], labels)
+        figures[name] = {
+            "examples": len(members),
+            "accuracy": round(report.accuracy, 4),
+            "macro_f1": round(report.macro_f1, 4),
+        }
+    return figures
 
 
 def format_report(report: Report) -> str:

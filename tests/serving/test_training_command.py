@@ -57,7 +57,8 @@ def write_dataset(directory: Path, seed: int = 0) -> Path:
         for label, words in WORDS.items():
             for i in range(per_class):
                 text = " ".join(rng.choices(words, k=rng.randrange(3, 9))) + f" {name[:-6]} {i}"
-                lines.append(json.dumps({"text": text, "label": label}))
+                source = "handwritten" if i % 3 == 0 else f"composed:{label}"
+                lines.append(json.dumps({"text": text, "label": label, "source": source}))
         (directory / name).write_text("\n".join(lines) + "\n")
     return directory
 
@@ -142,9 +143,15 @@ def test_card_holds_every_contract_key_and_truthful_figures(trained: Path, works
     assert card["metrics"] == metrics.evaluate(truth, predicted, card["labels"]).as_dict()
     assert card["metrics"]["macro_f1"] > 0.8  # three word lists are easy to tell apart
 
+    by_source = card["metrics_by_source"]
+    assert sorted(by_source) == ["composed", "handwritten"]  # "composed:<family>" counts as "composed"
+    assert by_source["handwritten"]["examples"] == 6
+    assert by_source["composed"]["examples"] == 12
+
     readme = (trained / "README.md").read_text()
     assert f"macro-F1 **{card['metrics']['macro_f1']:.3f}**" in readme
     assert "| spam |" in readme
+    assert "handwritten examples only (6): accuracy" in readme
 
 
 def test_progress_and_the_held_out_table_are_shown(

@@ -93,3 +93,14 @@ def test_table_shows_every_class_the_averages_and_the_matrix() -> None:
     assert lines[4].split() == ["accuracy", "0.667", "6"]
     assert lines[5].split() == ["macro", "avg", "0.656", "6"]
     assert lines[-1].split() == ["prompt_injection", "0", "0", "1"]
+
+
+def test_figures_per_group_are_computed_within_each_group() -> None:
+    groups = ["x", "x", "y", "y", "y", "y"]
+    # x: a->a, a->a: accuracy 1; F1 a=1, b=0, c=0 (absent), macro 1/3.
+    # y: a->b, b->b, b->c, c->c: accuracy 1/2; F1 a=0, b=1/2, c=2/3, macro 7/18.
+    assert metrics.by_group(groups, Y_TRUE, Y_PRED, LABELS) == {
+        "x": {"examples": 2, "accuracy": 1.0, "macro_f1": 0.3333},
+        "y": {"examples": 4, "accuracy": 0.5, "macro_f1": 0.3889},
+    }
+    assert metrics.by_group(["x"] * 6, Y_TRUE, Y_PRED, LABELS) == {}  # one group: nothing to compare

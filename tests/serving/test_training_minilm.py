@@ -60,6 +60,9 @@ def test_macro_f1_on_the_held_out_split_clears_the_floor(
     assert card["metrics"]["macro_f1"] >= MACRO_F1_FLOOR, card["metrics"]
     assert card["labels"] == ["benign", "phishing", "prompt_injection", "spam"]
     assert sum(card["data"]["examples"]["test"].values()) == len(held_out)
+    by_source = card["metrics_by_source"]
+    assert by_source["handwritten"]["examples"] + by_source["composed"]["examples"] == len(held_out)
+    assert by_source["handwritten"]["macro_f1"] >= 0.85  # the harder, hand-written part alone
     # The card's figures are those of the weights on disk.
     predicted = [max(range(4), key=row.__getitem__) for row in own_predictions]
     truth = [card["labels"].index(r["label"]) for r in held_out]
