@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,16 +60,24 @@ class ModelPool:
         self.served = {served.engine.name: served for served in models}
         self.metrics.models = self._queue_states
         self._loading: asyncio.Task[None] | None = None
+        self._device_thread: ThreadPoolExecutor | None = None  # shared by the engines, see from_models
         self.started_at = time.monotonic()
 
     @classmethod
     def from_models(cls, models: Sequence[Model], config: BatchingConfig, **options: Any) -> ModelPool:
-        """A pool of already built models (tests, EchoModel)."""
+        """A pool of already built models (tests, EchoModel), all run by one model thread."""
         metrics = options.get("metrics")
         gpu = options.get("gpu")
+        device_thread = ThreadPoolExecutor(1, thread_name_prefix="carpool-model")
         served = [
             Served(
-                BatchEngine(model, config, observer=metrics, device_load=gpu.utilization if gpu else None),
+                BatchEngine(
+                    model,
+                    config,
+                    observer=metrics,
+                    device_load=gpu.utilization if gpu else None,
+                    executor=device_thread,
+                ),
                 kind="trained" if model.name.endswith(registry.TRAINED_SUFFIX) else "base",
                 path=str(getattr(model, "path", "")),
                 card=registry.load_card(model.path) if hasattr(model, "path") else None,
@@ -76,7 +85,9 @@ class ModelPool:
             )
             for model in models
         ]
-        return cls(served, config, **options)
+        pool = cls(served, config, **options)
+        pool._device_thread = device_thread
+        return pool
 
     @classmethod
     def from_settings(
@@ -114,6 +125,8 @@ class ModelPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loading
         await asyncio.gather(*(served.engine.drain() for served in self.served.values()))
+        if self._device_thread is not None:
+            self._device_thread.shutdown(wait=True)
 
     # -- names -----------------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class BatchEngine:
         *,
         observer: BatchObserver | None = None,
         device_load: Any = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.model = model
         self.name = model.name
@@ -83,6 +84,10 @@ class BatchEngine:
         self._queue: list[Pending] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set whenever a batch leaves the queue
+        # The model thread. A pod's engines share one (see `ModelPool`): torch must be called from
+        # a single thread per process, or each calling thread gets an OpenMP team of its own and
+        # the teams slow every forward pass, for good, by a third. Without one, the engine owns one.
+        self._shared_executor = executor
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,7 +102,9 @@ class BatchEngine:
         """Load and warm the model on its thread, then start consuming. Raises if loading fails."""
         self._loop = loop = asyncio.get_running_loop()
         self.stats = EngineStats(time.perf_counter())
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"carpool-model-{self.name}")
+        self._executor = self._shared_executor or ThreadPoolExecutor(
+            1, thread_name_prefix=f"carpool-model-{self.name}"
+        )
         self.state = EngineState.LOADING
         started = time.perf_counter()
         try:
@@ -106,7 +113,8 @@ class BatchEngine:
             self.state = EngineState.FAILED
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("model %s failed to load: %s", self.name, self.error)
-            self._executor.shutdown(wait=False)
+            if self._shared_executor is None:
+                self._executor.shutdown(wait=False)
             raise
         self.load_seconds = time.perf_counter() - started
         self.cost.reseed(samples)
@@ -133,7 +141,7 @@ class BatchEngine:
         self._room.set()
         if self._task is not None:
             await self._task
-        if self._executor is not None:
+        if self._executor is not None and self._shared_executor is None:
             self._executor.shutdown(wait=True)
         self.state = EngineState.STOPPED
 
