@@ -40,7 +40,7 @@ __all__ = [
     "select",
 ]
 
-AGE_WEIGHT = 16.0  # tokens of padding a rider is worth per typical queue wait it has waited
+AGE_WEIGHT = 28.0  # tokens of padding a rider is worth per typical queue wait it has waited
 
 
 class Waiting(Protocol):
