@@ -240,6 +240,7 @@ class BatchEngine:
                 if not pending.future.done():
                     pending.future.set_exception(failure)
             self._queue = []
+            self._room.set()  # callers waiting in `put` for room see the failure too
 
     async def _consume_forever(self) -> None:
         assert self._loop is not None
@@ -271,7 +272,11 @@ class BatchEngine:
             batch = [queue[i] for i in pick.take]
             self._queue = [p for i, p in enumerate(queue) if i not in chosen]
             self._room.set()
-            await self._run(batch)
+            try:
+                await self._run(batch)
+            except BaseException:
+                self._queue[:0] = batch  # unanswered riders fail with the queue, never hang
+                raise
 
     async def _run(self, batch: list[Pending]) -> None:
         assert self._loop is not None and self._executor is not None

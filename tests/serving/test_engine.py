@@ -308,3 +308,33 @@ async def test_a_broken_batching_loop_fails_waiting_requests_instead_of_hanging_
         await engine.submit("hello")
     assert engine.state is EngineState.FAILED and not engine.alive
     await engine.drain()
+
+
+class BrokenObserver:
+    def on_batch(self, model: str, size: int, waits: Sequence[float], inference_s: float) -> None:
+        raise ValueError("a metrics backend that fails")
+
+
+async def test_a_batch_whose_bookkeeping_breaks_fails_its_riders_instead_of_hanging_them() -> None:
+    engine = BatchEngine(EchoModel(), config(), observer=BrokenObserver())
+    await engine.start()
+    with pytest.raises(errors.ModelNotReady, match="batching loop stopped: ValueError"):
+        await asyncio.wait_for(engine.submit("hello"), 5)
+    await engine.drain()
+
+
+async def test_callers_waiting_for_room_see_a_broken_loop(make_engine: EngineFactory) -> None:
+    model = GatedModel()
+    engine = await make_engine(model, strategy="single_request", max_queue_size=1)
+    running = engine.submit("running")
+    await until_running(model)
+    queued = engine.submit("queued")
+    late = asyncio.ensure_future(engine.put("late"))
+    await asyncio.sleep(0.01)
+    engine._policy = BrokenPolicy()  # type: ignore[assignment]
+    model.gate.set()
+    assert (await running).label == "running"
+    with pytest.raises(errors.ModelNotReady):
+        await queued
+    with pytest.raises(errors.ModelNotReady):
+        await asyncio.wait_for(late, 5)
