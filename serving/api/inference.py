@@ -77,11 +77,10 @@ def _outcome(exc: BaseException) -> str:
 
 
 async def _predict_one(
-    pool: ModelPool, body: schemas.PredictRequest, *, trained: bool, wait_for_room: bool = False
+    pool: ModelPool, text: str, names: list[str], *, wait_for_room: bool = False
 ) -> dict[str, Any]:
-    names = pool.resolve(body.models, trained_only=trained)
     started = time.perf_counter()
-    results = await pool.predict(body.text, names, wait_for_room=wait_for_room)
+    results = await pool.predict(text, names, wait_for_room=wait_for_room)
     return {
         "predictions": {
             name: {
@@ -99,11 +98,11 @@ async def _predict_one(
 async def _serve(request: Request, endpoint: str, *, trained: bool) -> Response:
     pool = _pool(request)
     started = time.perf_counter()
-    names: list[str] = []
+    names: list[str] = []  # only names the pod serves label the metrics, never a client's typo
     try:
         body = schemas.parse_predict(schemas.parse_json(await _read(request, pool, items=1)))
-        names = body.models or pool.resolve(None, trained_only=trained)
-        payload = await _predict_one(pool, body, trained=trained)
+        names = pool.resolve(body.models, trained_only=trained)
+        payload = await _predict_one(pool, body.text, names)
     except errors.CarpoolError as exc:
         pool.metrics.on_request(
             endpoint, {name: _outcome(exc) for name in names or ["-"]}, time.perf_counter() - started
@@ -148,7 +147,8 @@ async def predict_batch(request: Request) -> Response:
     async def one(index: int, item: Any) -> dict[str, Any]:
         try:
             body = schemas.parse_predict(item, prefix=f"[{index}]")
-            result = await _predict_one(pool, body, trained=False, wait_for_room=True)
+            names = pool.resolve(body.models)
+            result = await _predict_one(pool, body.text, names, wait_for_room=True)
         except errors.CarpoolError as exc:
             error: dict[str, Any] = {"status": errors.status_for(exc), **exc.body()}
             return {"index": index, "ok": False, "error": error}

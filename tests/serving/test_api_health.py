@@ -94,6 +94,14 @@ async def test_metrics_expose_queue_sizes_and_histograms(served: Served) -> None
     assert "carpool_gpu_" not in text  # no GPU on this machine: cleanly absent
 
 
+async def test_unknown_model_names_never_become_metric_labels(served: Served) -> None:
+    response = await served.client.post("/predict", json={"text": "hi", "models": ["typo-1234"]})
+    text = (await served.client.get("/metrics")).text
+    assert response.status_code == 404
+    assert "typo-1234" not in text
+    assert 'carpool_requests_total{endpoint="/predict",model="-",outcome="invalid"}' in text
+
+
 async def test_metrics_can_be_disabled(tiny_models_dir: Path) -> None:
     settings = tiny_settings(tiny_models_dir, enable_metrics=False, models={"tiny": tiny_models_dir / "tiny"})
     async with serve_app(settings) as pod:
