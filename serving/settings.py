@@ -65,7 +65,7 @@ class BatchingConfig(BaseModel):
         0.7, gt=0, le=1, description="adaptive: device busy fraction above which it batches."
     )
     latency_threshold_ms: float = Field(
-        200.0, gt=0, le=600_000, description="adaptive: p95 latency above which it batches harder."
+        200.0, gt=0, le=600_000, description="adaptive: p95 latency above which it never holds a batch."
     )
 
     @model_validator(mode="after")

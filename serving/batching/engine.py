@@ -1,10 +1,11 @@
-"""The batching engine of one model: a queue, a consumer task and the thread that owns the model.
+"""The batching engine of one model: a queue, a consumer task and the thread that runs the model.
 
 Why this shape. A forward pass is the expensive, serial resource; everything else must keep it
 busy without competing with it. So each model gets:
 
-- one dedicated model thread (a single-worker executor). It loads the model, warms it up and runs
-  every forward pass; the event-loop thread never calls torch, so two OpenMP teams never compete.
+- a model thread (a single-worker executor, shared by every engine of a pod). It loads the model,
+  warms it up and runs every forward pass; the event-loop thread never calls torch, so two OpenMP
+  teams never compete.
 - one queue of `Pending` requests in arrival order, filled by `submit()` from request handlers.
   Texts are tokenized there, without padding, so each request's length is known when batches are
   picked. A full queue raises `errors.QueueFull` (429 with Retry-After).
