@@ -42,8 +42,10 @@ __all__ = [
     "Kind",
     "NotFound",
     "apply",
+    "apply_over",
     "delete_if_exists",
     "post_event",
+    "read",
     "scale_deployment",
 ]
 
@@ -235,6 +237,14 @@ def _without(obj: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> dict[s
     return result
 
 
+async def read(api: Api, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object, or None when it does not exist."""
+    try:
+        return await api.get(kind, namespace, name)
+    except NotFound:
+        return None
+
+
 async def apply(
     api: Api,
     kind: Kind,
@@ -247,10 +257,22 @@ async def apply(
     Fields under `create_only` paths are written at creation only (e.g. the replicas of an
     autoscaled Deployment, which the autoscaler owns afterwards).
     """
+    metadata = desired["metadata"]
+    live = await read(api, kind, metadata["namespace"], metadata["name"])
+    return await apply_over(api, kind, desired, live, create_only=create_only)
+
+
+async def apply_over(
+    api: Api,
+    kind: Kind,
+    desired: Mapping[str, Any],
+    live: dict[str, Any] | None,
+    *,
+    create_only: Sequence[tuple[str, ...]] = (),
+) -> tuple[Change, dict[str, Any]]:
+    """`apply()` over the object as the caller has just read it (None: it does not exist)."""
     namespace, name = desired["metadata"]["namespace"], desired["metadata"]["name"]
-    try:
-        live = await api.get(kind, namespace, name)
-    except NotFound:
+    if live is None:
         try:
             return Change.CREATED, await api.create(kind, desired)
         except Conflict:  # created meanwhile by a concurrent pass: converge on it below

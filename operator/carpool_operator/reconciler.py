@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import kopf
@@ -74,16 +74,11 @@ def _note_event(body: kopf.Body, kind: str, name: str, change: kube.Change) -> N
 
 
 async def _ensure_token(api: kube.Api, policy: spec.PolicySpec, body: kopf.Body) -> str:
-    try:
-        live: Mapping[str, Any] | None = await api.get(
-            kube.SECRETS, policy.namespace, resources.secret_name(policy.name)
-        )
-    except kube.NotFound:
-        live = None
+    live = await kube.read(api, kube.SECRETS, policy.namespace, resources.secret_name(policy.name))
     token = resources.token_from_secret(live) if live is not None else None
     desired = resources.build_secret(policy, token or secrets.token_urlsafe(32))
     kopf.adopt(desired, owner=body)
-    change, stored = await kube.apply(api, kube.SECRETS, desired)
+    change, stored = await kube.apply_over(api, kube.SECRETS, desired, live)
     _note_event(body, "Secret", desired["metadata"]["name"], change)
     stored_token = resources.token_from_secret(stored)
     if stored_token is None:
