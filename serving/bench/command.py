@@ -180,14 +180,16 @@ def _run_cells(
         before = admin.batch_counters(model)
         if foreign is not None:
             foreign.share()  # starts the interval
-        load = loadgen.run_load_blocking(
-            url,
-            corpus,
-            model,
-            concurrency=level,
-            duration_s=args.duration,
-            warmup_s=args.warmup,
-            timeout_s=args.timeout,
+        load = loadgen.run_blocking(
+            loadgen.run_load(
+                url,
+                corpus,
+                model,
+                concurrency=level,
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+                timeout_s=args.timeout,
+            )
         )
         other_load = foreign.share() if foreign is not None else None
         after = admin.batch_counters(model)

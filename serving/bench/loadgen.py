@@ -19,12 +19,12 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-__all__ = ["LoadResult", "Target", "encode_requests", "run_load", "run_load_blocking"]
+__all__ = ["LoadResult", "Target", "encode_requests", "run_blocking", "run_load"]
 
 
 @dataclass(frozen=True)
@@ -263,31 +263,12 @@ async def run_load(
     return result
 
 
-def run_load_blocking(
-    url: str,
-    texts: Sequence[str],
-    model: str,
-    *,
-    concurrency: int,
-    duration_s: float,
-    warmup_s: float,
-    timeout_s: float = 30.0,
-) -> LoadResult:
-    """`run_load` on a fresh event loop (uvloop when installed), for synchronous callers."""
+def run_blocking(load: Coroutine[Any, Any, LoadResult]) -> LoadResult:
+    """`load` (a `run_load(...)`) on a fresh event loop (uvloop when installed), for synchronous callers."""
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(
-            run_load(
-                url,
-                texts,
-                model,
-                concurrency=concurrency,
-                duration_s=duration_s,
-                warmup_s=warmup_s,
-                timeout_s=timeout_s,
-            )
-        )
+        return runner.run(load)
