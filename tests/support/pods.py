@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from typing import Self
 
 import httpx
 
+from serving.bench.server import free_port
+
 __all__ = ["PodStartError", "ServingPod", "free_port", "start_all"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,14 +37,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 class PodStartError(RuntimeError):
     """The pod did not become healthy; the message holds its output."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_all(pods: Sequence[ServingPod]) -> list[ServingPod]:
