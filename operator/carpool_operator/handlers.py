@@ -23,9 +23,7 @@ import kopf
 
 from carpool_operator import conditions, kube, reconciler, settings, spec
 
-__all__ = ["POLICY", "Runtime", "register"]
-
-POLICY = (spec.GROUP, spec.VERSION, spec.PLURAL)
+__all__ = ["Runtime", "register"]
 
 
 class Runtime:
@@ -91,9 +89,9 @@ def register(
     async def close_api(**_: Any) -> None:
         await runtime.close()
 
-    @kopf.on.resume(*POLICY, registry=registry, id="reconcile")
-    @kopf.on.create(*POLICY, registry=registry, id="reconcile", retries=config.retries)
-    @kopf.on.update(*POLICY, registry=registry, id="reconcile", retries=config.retries)
+    @kopf.on.resume(*spec.RESOURCE, registry=registry, id="reconcile")
+    @kopf.on.create(*spec.RESOURCE, registry=registry, id="reconcile", retries=config.retries)
+    @kopf.on.update(*spec.RESOURCE, registry=registry, id="reconcile", retries=config.retries)
     async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any) -> None:
         outcome = await _pass(runtime, body, patch, memo, retry)
         if outcome.invalid is not None:
@@ -105,7 +103,7 @@ def register(
             )
 
     @kopf.timer(
-        *POLICY,
+        *spec.RESOURCE,
         registry=registry,
         id="resync",
         interval=config.resync_interval_s,
@@ -119,7 +117,7 @@ def register(
             raise asyncio.CancelledError("the operator is exiting")
         await _pass(runtime, body, patch, memo, retry=0)
 
-    @kopf.on.delete(*POLICY, registry=registry, id="cleanup")
+    @kopf.on.delete(*spec.RESOURCE, registry=registry, id="cleanup")
     async def cleanup(body: kopf.Body, retry: int, **_: Any) -> None:
         try:
             deleted = await reconciler.remove_children(runtime.api, body)

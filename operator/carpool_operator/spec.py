@@ -30,6 +30,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "PLURAL",
     "RESERVED_ENV",
+    "RESOURCE",
     "VERSION",
     "AutoscalingSpec",
     "IngressSpec",
@@ -44,6 +45,8 @@ GROUP = "carpool.dev"
 VERSION = "v1alpha1"
 PLURAL = "batchingpolicies"
 KIND = "BatchingPolicy"
+RESOURCE = (GROUP, VERSION, PLURAL)
+"""The resource as Kopf's handler decorators name it."""
 
 MAX_NAME_LENGTH = 56
 """A policy's children are named `<name>`, `<name>-config`, `<name>-admin`; Services need <= 63."""
