@@ -39,8 +39,6 @@ from carpool_operator import conditions, kube, prometheus, scaling, settings, sp
 
 __all__ = ["AutoscalerState", "register", "retry_delay", "run_pass", "state_of"]
 
-POLICY = (spec.GROUP, spec.VERSION, spec.PLURAL)
-
 _STATUS_FIELDS = ("desiredReplicas", "queueSize")
 _TYPES = (conditions.Type.METRICS_AVAILABLE, conditions.Type.SCALING)
 
@@ -66,10 +64,6 @@ def state_of(memo: MutableMapping[str, Any]) -> AutoscalerState:
 def _enabled(spec_: Mapping[str, Any] | None) -> bool:
     autoscaling = (spec_ or {}).get("autoscaling")
     return isinstance(autoscaling, Mapping) and autoscaling.get("enabled") is True
-
-
-def _now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _params(autoscaling: spec.AutoscalingSpec) -> scaling.ScalingParams:
@@ -179,7 +173,7 @@ async def run_pass(
             raise kopf.TemporaryError(
                 f"scaling {name} to {decision.desired}: {exc}", delay=retry_delay(config, retry)
             ) from exc
-        fields["lastScaleTime"] = _now_iso()
+        fields["lastScaleTime"] = conditions.timestamp(datetime.datetime.now(datetime.UTC))
         kube.post_event(body, reason=str(decision.reason), message=decision.message)
         log.info("%s", decision.message)
 
@@ -237,7 +231,7 @@ def register(
         return _enabled(spec)
 
     @kopf.timer(
-        *POLICY,
+        *spec.RESOURCE,
         registry=registry,
         id="autoscale",
         interval=config.autoscale_interval_s,
@@ -263,7 +257,9 @@ def register(
             logger=logger,
         )
 
-    @kopf.on.field(*POLICY, registry=registry, id="autoscaling-switch", field="spec.autoscaling.enabled")
+    @kopf.on.field(
+        *spec.RESOURCE, registry=registry, id="autoscaling-switch", field="spec.autoscaling.enabled"
+    )
     async def switch(old: Any, new: Any, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         if new is True or old is not True:
             return

@@ -26,6 +26,7 @@ __all__ = [
     "invalid_spec",
     "merge",
     "ready",
+    "timestamp",
     "updater",
 ]
 
@@ -79,7 +80,8 @@ class Condition:
         return result
 
 
-def _timestamp(now: datetime.datetime) -> str:
+def timestamp(now: datetime.datetime) -> str:
+    """`now` as Kubernetes writes times in status: UTC, whole seconds (RFC 3339)."""
     return now.astimezone(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -103,10 +105,10 @@ def merge(
             if current.get("type") == update.type:
                 same_status = current.get("status") == str(update.status)
                 since = current.get("lastTransitionTime") if same_status else None
-                result[index] = update.as_dict(since or _timestamp(now))
+                result[index] = update.as_dict(since or timestamp(now))
                 break
         else:
-            result.append(update.as_dict(_timestamp(now)))
+            result.append(update.as_dict(timestamp(now)))
     return result
 
 
