@@ -281,14 +281,22 @@ async def test_describe_reports_the_strategy_in_effect_and_the_figures(make_engi
     assert report["mode"]["reason"] == "batching disabled (enable=false)"
 
 
-async def test_put_waits_for_room_instead_of_refusing(make_engine: EngineFactory) -> None:
-    model = GatedModel()
+async def full_queue_with_a_waiting_put(
+    make_engine: EngineFactory, model: GatedModel
+) -> tuple[BatchEngine, list[asyncio.Future[Any]]]:
+    """One request on the gated model thread, one filling a queue of one, and one `put` waiting for room."""
     engine = await make_engine(model, strategy="single_request", max_queue_size=1)
     running = engine.submit("running")
     await until_running(model)
     queued = engine.submit("queued")
     late = asyncio.ensure_future(engine.put("late"))
     await asyncio.sleep(0.01)
+    return engine, [running, queued, late]
+
+
+async def test_put_waits_for_room_instead_of_refusing(make_engine: EngineFactory) -> None:
+    model = GatedModel()
+    engine, (running, queued, late) = await full_queue_with_a_waiting_put(make_engine, model)
     assert not late.done()  # waiting for room, not refused
     model.gate.set()
     assert [(await f).label for f in (running, queued, await late)] == ["running", "queued", "late"]
@@ -325,12 +333,7 @@ async def test_a_batch_whose_bookkeeping_breaks_fails_its_riders_instead_of_hang
 
 async def test_callers_waiting_for_room_see_a_broken_loop(make_engine: EngineFactory) -> None:
     model = GatedModel()
-    engine = await make_engine(model, strategy="single_request", max_queue_size=1)
-    running = engine.submit("running")
-    await until_running(model)
-    queued = engine.submit("queued")
-    late = asyncio.ensure_future(engine.put("late"))
-    await asyncio.sleep(0.01)
+    engine, (running, queued, late) = await full_queue_with_a_waiting_put(make_engine, model)
     engine._policy = BrokenPolicy()  # type: ignore[assignment]
     model.gate.set()
     assert (await running).label == "running"
