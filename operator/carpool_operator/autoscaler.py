@@ -21,6 +21,9 @@ The stabilization history lives in Kopf's per-object memo: deleting the policy d
 timer's start (operator start, autoscaling switched on) starts it over (`_start_windows`).
 The autoscaler's status is written by a patch function that first checks, on the freshest body,
 that autoscaling is still on, so a pass that races with switching it off writes nothing.
+Switching it off clears that status and posts one Event. The `autoscaling-switch` handler looks
+at the body (autoscaling off, the autoscaler's fields still there) as well as at the old value, so
+it also acts when the switch arrives while Kopf still counts the policy as being created.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class AutoscalerState:
 
     reported: str | None = None
     """The last metrics failure posted as an Event, to post each distinct failure once."""
+
+    switched_off: int | None = None
+    """The generation whose switch-off was posted as an Event, to post it once."""
 
 
 def state_of(memo: MutableMapping[str, Any]) -> AutoscalerState:
@@ -102,13 +108,25 @@ def _status_writer(
     return apply
 
 
+def _left_over(body: Mapping[str, Any]) -> bool:
+    """Whether autoscaling is off while the status still carries the autoscaler's fields."""
+    if _enabled(body.get("spec")):
+        return False
+    status = body.get("status")
+    if not isinstance(status, Mapping):
+        return False
+    found = status.get("conditions")
+    conditions_ = found if isinstance(found, list) else []
+    return any(key in status for key in _STATUS_FIELDS) or any(
+        isinstance(c, Mapping) and c.get("type") in _TYPES for c in conditions_
+    )
+
+
 def _clear_status(body: MutableMapping[str, Any]) -> None:
     """A patch function: the autoscaler's status and conditions removed (autoscaling is off)."""
-    if _enabled(body.get("spec")):
+    if not _left_over(body):
         return
-    status = body.get("status")
-    if not isinstance(status, MutableMapping):
-        return
+    status = body["status"]
     for key in _STATUS_FIELDS:
         status.pop(key, None)
     if isinstance(status.get("conditions"), list):
@@ -260,12 +278,20 @@ def register(
     @kopf.on.field(
         *spec.RESOURCE, registry=registry, id="autoscaling-switch", field="spec.autoscaling.enabled"
     )
-    async def switch(old: Any, new: Any, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        if new is True or old is not True:
+    async def switch(old: Any, body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        # Decided mostly on the body rather than on old and new: a switch that lands while Kopf
+        # still counts the policy as being created reaches this handler as a creation (old is
+        # None), after a timer pass may already have written the autoscaler's status.
+        if _enabled(body.get("spec")):
             return
-        patch.fns.append(cast(kopf.PatchFn, _clear_status))
-        kube.post_event(
-            body,
-            reason="AutoscalingDisabled",
-            message="autoscaling turned off: spec.serving.replicas sets the replica count again",
-        )
+        left_over = _left_over(body)
+        if left_over:
+            patch.fns.append(cast(kopf.PatchFn, _clear_status))
+        state, generation = state_of(memo), body["metadata"].get("generation")
+        if (old is True or left_over) and state.switched_off != generation:
+            state.switched_off = generation
+            kube.post_event(
+                body,
+                reason="AutoscalingDisabled",
+                message="autoscaling turned off: spec.serving.replicas sets the replica count again",
+            )

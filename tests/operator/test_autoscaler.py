@@ -216,7 +216,7 @@ async def test_switching_autoscaling_off_and_on(server: k8s.ApiServer, prom: Pro
         ),
         what="the autoscaler's status cleared",
     )
-    assert events(server, "switch", "AutoscalingDisabled")
+    await k8s.eventually(lambda: events(server, "switch", "AutoscalingDisabled"), what="an Event")
     assert condition(server, "switch", "Ready") is not None  # the reconciler's own are kept
 
     # Back on with an idle queue: the windows start over from the 2 replicas found.
@@ -227,6 +227,7 @@ async def test_switching_autoscaling_off_and_on(server: k8s.ApiServer, prom: Pro
     assert replicas(server, "switch") == 2
     fell_at = await reach(server, "switch", 1, timeout_s=DOWN_WINDOW_S + 5)
     assert fell_at - enabled_at >= DOWN_WINDOW_S - INTERVAL_S
+    assert len(events(server, "switch", "AutoscalingDisabled")) == 1
 
 
 @pytest.mark.unit
