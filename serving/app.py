@@ -1,50 +1,75 @@
-"""The FastAPI application of the serving pod, and how `carpool serve` runs it.
+"""The serving pod's ASGI application.
 
-`create_app(settings)` builds the app around a `ModelPool`. The lifespan starts loading the models
-in the background (so /health answers 503 until every model is warm) and drains every queue on
-shutdown: requests already queued still get their answers. One handler maps every error to its
-status by walking the exception's MRO (`errors.status_for`). Run with one uvicorn worker (the
-batcher lives in the process; scale with replicas), uvloop and httptools.
+`create_app(settings, backend)` builds the FastAPI app over a `Backend` (a `ModelPool` in this
+process, or the pod's model process seen from an HTTP worker) and puts `fastpath.FastPath` in
+front of it, so the inference endpoints skip FastAPI's per-request machinery. Without a backend the
+models come from `settings`. One handler maps every error to its status by walking the exception's
+MRO (`errors.status_for`). How processes are arranged around the app: `serving.server`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import errors, hardware
-from serving.api import batching, health, inference
+from serving.api import batching, fastpath, health, inference, responses
+from serving.frontend import Backend
+from serving.frontend.local import LocalBackend
 from serving.metrics import Metrics
 from serving.pool import ModelPool
 from serving.settings import ServerSettings
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "local_pool"]
 
 log = logging.getLogger("carpool.app")
 
+Lifecycle = Callable[[], Awaitable[None]]
 
-def create_app(settings: ServerSettings, pool: ModelPool | None = None) -> FastAPI:
-    """The app; without `pool`, the models come from `settings` (loaded once the app starts)."""
-    if pool is None:
-        gpu = hardware.GpuProbe.detect()
-        metrics = Metrics(enabled=settings.enable_metrics, gpu=gpu)
-        pool = ModelPool.from_settings(settings, metrics, gpu)
+
+def local_pool(settings: ServerSettings) -> ModelPool:
+    """The pool `carpool serve` runs: the models of `settings`, not yet loaded."""
+    gpu = hardware.GpuProbe.detect()
+    metrics = Metrics(enabled=settings.enable_metrics, gpu=gpu)
+    return ModelPool.from_settings(settings, metrics, gpu)
+
+
+def create_app(
+    settings: ServerSettings,
+    backend: ModelPool | Backend | None = None,
+    *,
+    on_start: Lifecycle | None = None,
+    on_stop: Lifecycle | None = None,
+) -> fastpath.FastPath:
+    """The pod's ASGI app. With a `ModelPool` (or none) the app loads it when it starts and drains
+    it when it stops; with another backend, `on_start` / `on_stop` run at those moments."""
+    if backend is None:
+        backend = local_pool(settings)
+    if isinstance(backend, ModelPool):
+        pool = backend
+        backend = LocalBackend(pool)
+
+        async def start_pool() -> None:
+            pool.start_loading()
+
+        on_start, on_stop = start_pool, pool.drain
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool.start_loading()
+        if on_start is not None:
+            await on_start()
         try:
             yield
         finally:
-            await app.state.pool.drain()
+            if on_stop is not None:
+                await on_stop()
 
     app = FastAPI(
         title="Carpool serving pod",
@@ -53,24 +78,20 @@ def create_app(settings: ServerSettings, pool: ModelPool | None = None) -> FastA
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.pool = pool
+    app.state.backend = backend
     app.include_router(inference.router)
     app.include_router(batching.router)
     app.include_router(health.router)
     app.add_exception_handler(errors.CarpoolError, _carpool_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    return app
+    return fastpath.FastPath(app, backend)
 
 
-async def _carpool_error(request: Request, exc: Exception) -> JSONResponse:
+async def _carpool_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.CarpoolError)
-    headers: dict[str, str] = {}
-    if isinstance(exc, errors.QueueFull):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-    if isinstance(exc, errors.Unauthorized):
-        headers["WWW-Authenticate"] = 'Bearer realm="carpool"'
-    return JSONResponse(exc.body(), status_code=errors.status_for(exc), headers=headers)
+    status, headers, body = responses.error_response(exc)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -88,23 +109,3 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     body: dict[str, Any] = {"error": "HTTPError", "detail": exc.detail}
     return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-
-def serve(settings: ServerSettings) -> None:
-    """Run the pod in this process until SIGINT/SIGTERM (one uvicorn worker, uvloop, httptools)."""
-    import uvicorn
-
-    level = logging.INFO if settings.enable_logging else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        workers=1,
-        access_log=settings.enable_logging,
-        log_level="info" if settings.enable_logging else "warning",
-        timeout_graceful_shutdown=30,
-    )

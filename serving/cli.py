@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         "Without any, the embedded default 'minilm' is served.",
     )
     serve.add_argument(
+        "--workers",
+        default=None,
+        metavar="N",
+        help="HTTP worker processes in front of the model process (env CARPOOL_WORKERS; default auto: "
+        "one per CPU the pod may use, less one; 0 serves HTTP from the model process itself)",
+    )
+    serve.add_argument(
         "--models-dir",
         type=Path,
         default=None,
@@ -84,7 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         models = parse_model_specs(args.model) if args.model else None
         settings = ServerSettings.from_env(
-            host=args.host, port=args.port, models=models, models_dir=args.models_dir
+            host=args.host, port=args.port, models=models, models_dir=args.models_dir, workers=args.workers
         )
         from serving.models import registry
 
@@ -92,9 +99,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"carpool serve: {exc}", file=sys.stderr)
         return 2
-    from serving import app
+    from serving import server
 
-    app.serve(settings)
+    server.serve(settings)
     return 0
 
 

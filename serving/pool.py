@@ -20,11 +20,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serving import errors, hardware
+from serving import catalog, errors, hardware
 from serving.batching.engine import BatchEngine, EngineState
 from serving.metrics import Metrics
 from serving.models import registry
-from serving.models.base import Model, Prediction
+from serving.models.base import Encoded, Model, Prediction
 from serving.settings import BatchingConfig, ServerSettings
 
 __all__ = ["ModelPool", "Served"]
@@ -40,7 +40,7 @@ class Served:
     path: str = ""
     card: dict[str, Any] | None = None
     untrained_head: bool = False
-    kind: str = field(default="base")
+    kind: catalog.Kind = field(default="base")
 
 
 class ModelPool:
@@ -58,6 +58,9 @@ class ModelPool:
         self.max_text_chars = max_text_chars
         self.gpu = gpu
         self.served = {served.engine.name: served for served in models}
+        self.catalog = catalog.Catalog(
+            {name: served.kind for name, served in self.served.items()}, max_text_chars
+        )
         self.metrics.models = self._queue_states
         self._loading: asyncio.Task[None] | None = None
         self._device_thread: ThreadPoolExecutor | None = None  # shared by the engines, see from_models
@@ -119,6 +122,11 @@ class ModelPool:
             except Exception:
                 log.exception("model %s could not be loaded", served.engine.name)
 
+    def hurry(self) -> None:
+        """The pod is stopping: every engine sends what it holds at once, still taking requests."""
+        for served in self.served.values():
+            served.engine.hurry()
+
     async def drain(self) -> None:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
@@ -128,59 +136,37 @@ class ModelPool:
         if self._device_thread is not None:
             self._device_thread.shutdown(wait=True)
 
-    # -- names -----------------------------------------------------------------------------------
+    # -- names and texts ------------------------------------------------------------------------
 
     @property
     def names(self) -> list[str]:
-        return list(self.served)
-
-    @property
-    def trained_names(self) -> list[str]:
-        return [name for name, served in self.served.items() if served.kind == "trained"]
-
-    @property
-    def base_names(self) -> list[str]:
-        return [name for name, served in self.served.items() if served.kind == "base"]
+        return self.catalog.names
 
     def resolve(self, names: Sequence[str] | None, *, trained_only: bool = False) -> list[str]:
-        """The models a request names (default: every base model, or every trained one)."""
-        trained = self.trained_names
-        if trained_only and not trained:
-            raise errors.UnknownModel(
-                "no trained model is loaded; run `carpool train` to make one "
-                "(it writes models/minilm_trained), "
-                "then restart `carpool serve`",
-                trained_models=[],
-            )
-        if not names:
-            return trained if trained_only else (self.base_names or self.names)
-        unknown = [name for name in names if name not in self.served]
-        if unknown:
-            raise errors.UnknownModel(
-                f"unknown model {unknown[0]!r}; this pod serves {', '.join(self.names)}",
-                known_models=self.names,
-            )
-        if trained_only:
-            base = [name for name in names if name not in trained]
-            if base:
-                raise errors.NotATrainedModel(
-                    f"{base[0]!r} is not a trained model; /predict/trained serves {', '.join(trained)} "
-                    "(use /predict for base models, or run `carpool train --base NAME` to train one)",
-                    trained_models=trained,
-                )
-        return list(dict.fromkeys(names))
+        return self.catalog.resolve(names, trained_only=trained_only)
 
     def check_text(self, text: str) -> None:
-        if not text.strip():
-            raise errors.EmptyText("text must not be empty or blank")
-        if len(text) > self.max_text_chars:
-            raise errors.TextTooLong(
-                f"text has {len(text)} characters; "
-                f"the limit is {self.max_text_chars} (CARPOOL_MAX_TEXT_CHARS)",
-                limit=self.max_text_chars,
-            )
+        self.catalog.check_text(text)
 
     # -- predictions -----------------------------------------------------------------------------
+
+    def submit(self, name: str, text: str, ids: Sequence[int] | None = None) -> asyncio.Future[Prediction]:
+        """One checked text queued for one model (429 when its queue is full); `ids` when already
+        tokenized by the model's encoder."""
+        self.catalog.check_text(text)
+        engine = self.served[name].engine
+        if ids is None:
+            return engine.submit(text)
+        return engine.submit_encoded(Encoded(text, ids))
+
+    def encoders(self) -> dict[str, Any]:
+        """Each ready model's portable tokenizer (`encoder()`), for HTTP workers."""
+        found = {}
+        for name, served in self.served.items():
+            encoder = getattr(served.engine.model, "encoder", None)
+            if served.engine.alive and callable(encoder) and encoder() is not None:
+                found[name] = encoder()
+        return found
 
     async def predict(
         self, text: str, names: Sequence[str], *, wait_for_room: bool = False
@@ -189,7 +175,7 @@ class ModelPool:
 
         A full queue raises QueueFull (429), or with `wait_for_room` waits until a batch leaves.
         """
-        self.check_text(text)
+        self.catalog.check_text(text)
         started = time.perf_counter()
         futures: list[asyncio.Future[Prediction]] = []
         try:
@@ -274,6 +260,7 @@ class ModelPool:
                 "path": served.path,
                 "device": model.device,
                 "dtype": model.dtype,
+                "torch_threads": getattr(model, "threads", None),
                 "labels": list(model.labels),
                 "state": engine.state.value,
                 "load_seconds": None if engine.load_seconds is None else round(engine.load_seconds, 3),

@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ENV_BY_FIELD",
@@ -177,8 +177,18 @@ class ServerSettings(BaseModel):
     admin_token: str | None = Field(None, description="Bearer token /batching/configure requires.")
     enable_metrics: bool = True
     enable_logging: bool = True
+    access_log: bool = Field(
+        False,
+        description="One log line per HTTP request (CARPOOL_ACCESS_LOG). Off by default: at thousands of "
+        "requests per second the lines cost a sixth of a worker's CPU; /metrics counts every request.",
+    )
     max_text_chars: int = Field(20_000, ge=1, description="Longer texts are refused with 413.")
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per text fed to the model (truncated).")
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="HTTP worker processes in front of the one model process; 0 serves HTTP from the "
+        "model process itself. auto: one per CPU the pod may use, less one for the model process.",
+    )
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig.model_validate({}))
 
     @classmethod
@@ -189,6 +199,7 @@ class ServerSettings(BaseModel):
             "batching": BatchingConfig.from_env(environ),
             "enable_metrics": _env_flag(environ, "ENABLE_METRICS", True),
             "enable_logging": _env_flag(environ, "ENABLE_LOGGING", True),
+            "access_log": _env_flag(environ, "CARPOOL_ACCESS_LOG", False),
         }
         if environ.get("CARPOOL_MODELS"):
             values["models"] = parse_model_specs([environ["CARPOOL_MODELS"]])
@@ -201,6 +212,7 @@ class ServerSettings(BaseModel):
             "max_length": "CARPOOL_MAX_LENGTH",
             "host": "CARPOOL_HOST",
             "port": "CARPOOL_PORT",
+            "workers": "CARPOOL_WORKERS",
         }
         for field, env_name in simple.items():
             raw = environ.get(env_name)
@@ -211,3 +223,20 @@ class ServerSettings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() != "auto":
+            if not value.strip().isdigit():
+                raise ValueError(f"CARPOOL_WORKERS must be a whole number >= 0 or 'auto', got {value!r}")
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise ValueError(f"workers must be >= 0 or 'auto', got {value}")
+        return value.strip().lower() if isinstance(value, str) else value
+
+    def worker_count(self, usable_cpus: int) -> int:
+        """HTTP worker processes to start: as set, or for `auto` one per usable CPU less one (min 1)."""
+        if self.workers == "auto":
+            return max(1, usable_cpus - 1)
+        return self.workers

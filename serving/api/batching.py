@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from serving import errors
 from serving.api import schemas
-from serving.pool import ModelPool
+from serving.frontend import Backend
 
 __all__ = ["router"]
 
@@ -24,9 +24,9 @@ _CONFIGURE_BODY = {
 }
 
 
-def _pool(request: Request) -> ModelPool:
-    pool: ModelPool = request.app.state.pool
-    return pool
+def _backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
 
 
 def _check_token(request: Request) -> None:
@@ -43,14 +43,13 @@ def _check_token(request: Request) -> None:
 
 @router.get("/batching/stats", summary="The batching config in force and the measured figures")
 async def batching_stats(request: Request) -> JSONResponse:
-    return JSONResponse(_pool(request).stats())
+    return JSONResponse(await _backend(request).stats())
 
 
 @router.post("/batching/configure", openapi_extra=_CONFIGURE_BODY, summary="Change the batching config live")
 async def batching_configure(request: Request) -> JSONResponse:
     """Partial update; applies at each model's next batch; returns the new config and its hash."""
     _check_token(request)
-    pool = _pool(request)
     data: Any = schemas.parse_json(await request.body())
     if not isinstance(data, dict):
         raise errors.InvalidConfig(f"expected a JSON object of batching fields, got {type(data).__name__}")
@@ -60,12 +59,5 @@ async def batching_configure(request: Request) -> JSONResponse:
             f"unknown batching field {unknown[0]!r}; "
             f"known: {', '.join(schemas.ConfigureRequest.model_fields)}"
         )
-    previous = pool.config.config_hash()
-    config = pool.configure({key: value for key, value in data.items() if value is not None})
-    return JSONResponse(
-        {
-            "config": config.model_dump(mode="json"),
-            "config_hash": config.config_hash(),
-            "previous_hash": previous,
-        }
-    )
+    changes = {key: value for key, value in data.items() if value is not None}
+    return JSONResponse(await _backend(request).configure(changes))

@@ -1,14 +1,16 @@
-"""POST /predict, /predict/trained and /predict/batch.
+"""POST /predict, /predict/trained and /predict/batch: parse, fan out, answer.
 
-Bodies are read as bytes and parsed here rather than through FastAPI's body injection: the hot
-path stays a few microseconds, and malformed JSON (400) or a bad field (422) gets a message that
-names it. Responses are serialised once, with `json.dumps`.
+`answer_predict` and `answer_batch` turn a raw body into the JSON answer (or raise a
+`CarpoolError` that becomes the 4xx/5xx). Two doors lead to them: `fastpath.FastPath`, the ASGI
+front that serves these paths on the hot path without FastAPI's per-request machinery, and the
+FastAPI routes below, which document them in the OpenAPI schema and serve them wherever the app is
+mounted without that front. Bodies are parsed with orjson and checked by hand (pydantic only
+words the error), and answers are serialised once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -16,13 +18,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from serving import errors
-from serving.api import schemas
-from serving.pool import ModelPool
+from serving.api import responses, schemas
+from serving.frontend import Backend
 
-__all__ = ["MAX_BATCH_ITEMS", "router"]
+__all__ = ["ENDPOINTS", "MAX_BATCH_ITEMS", "answer_batch", "answer_predict", "body_limit", "router"]
 
 router = APIRouter(tags=["inference"])
 MAX_BATCH_ITEMS = 1024
+ENDPOINTS = {"/predict": False, "/predict/trained": True}  # path -> trained models only
+BATCH_ENDPOINT = "/predict/batch"
 
 _PREDICT_BODY = {
     "requestBody": {
@@ -42,29 +46,14 @@ _BATCH_BODY = {
 }
 
 
-def _pool(request: Request) -> ModelPool:
-    pool: ModelPool = request.app.state.pool
-    return pool
+def body_limit(backend: Backend, endpoint: str) -> int:
+    """The largest body that could hold valid texts for `endpoint` (escapes and model names included)."""
+    items = MAX_BATCH_ITEMS if endpoint == BATCH_ENDPOINT else 1
+    return items * (4 * backend.catalog.max_text_chars + 1024)
 
 
-async def _read(request: Request, pool: ModelPool, *, items: int) -> bytes:
-    """The body, refused with 413 when it could not hold `items` texts within the text limit."""
-    limit = items * (4 * pool.max_text_chars + 1024)  # room for escapes and the model names
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise errors.TextTooLong(
-            f"request body of {declared} bytes is above this endpoint's {limit}", limit=limit
-        )
-    raw = await request.body()
-    if len(raw) > limit:
-        raise errors.TextTooLong(
-            f"request body of {len(raw)} bytes is above this endpoint's {limit}", limit=limit
-        )
-    return raw
-
-
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(json.dumps(payload).encode(), status_code=status, media_type="application/json")
+def too_large(size: int | str, limit: int) -> errors.TextTooLong:
+    return errors.TextTooLong(f"request body of {size} bytes is above this endpoint's {limit}", limit=limit)
 
 
 def _outcome(exc: BaseException) -> str:
@@ -76,65 +65,44 @@ def _outcome(exc: BaseException) -> str:
     return "invalid" if status < 500 else "error"
 
 
-async def _predict_one(
-    pool: ModelPool, text: str, names: list[str], *, wait_for_room: bool = False
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    results = await pool.predict(text, names, wait_for_room=wait_for_room)
+def _predictions(results: dict[str, Any]) -> dict[str, Any]:
     return {
-        "predictions": {
-            name: {
-                "label": prediction.label,
-                "score": prediction.score,
-                "probabilities": prediction.probabilities,
-                "latency_ms": round(seconds * 1000.0, 3),
-            }
-            for name, (prediction, seconds) in results.items()
-        },
-        "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+        name: {
+            "label": prediction.label,
+            "score": prediction.score,
+            "probabilities": prediction.probabilities,
+            "latency_ms": round(seconds * 1000.0, 3),
+        }
+        for name, (prediction, seconds) in results.items()
     }
 
 
-async def _serve(request: Request, endpoint: str, *, trained: bool) -> Response:
-    pool = _pool(request)
+async def answer_predict(backend: Backend, raw: bytes, endpoint: str) -> bytes:
+    """The JSON answer to one /predict or /predict/trained body."""
     started = time.perf_counter()
     names: list[str] = []  # only names the pod serves label the metrics, never a client's typo
     try:
-        body = schemas.parse_predict(schemas.parse_json(await _read(request, pool, items=1)))
-        names = pool.resolve(body.models, trained_only=trained)
-        payload = await _predict_one(pool, body.text, names)
+        text, models = schemas.parse_predict(schemas.parse_json(raw))
+        names = backend.catalog.resolve(models, trained_only=ENDPOINTS[endpoint])
+        results = await backend.predict(text, names)
     except errors.CarpoolError as exc:
-        pool.metrics.on_request(
-            endpoint, {name: _outcome(exc) for name in names or ["-"]}, time.perf_counter() - started
-        )
+        outcome = _outcome(exc)
+        backend.record(endpoint, {name: outcome for name in names or ["-"]}, time.perf_counter() - started)
         raise
-    pool.metrics.on_request(
-        endpoint, dict.fromkeys(payload["predictions"], "ok"), time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    backend.record(endpoint, dict.fromkeys(results, "ok"), elapsed)
+    return responses.json_bytes(
+        {"predictions": _predictions(results), "latency_ms": round(elapsed * 1000.0, 3)}
     )
-    return _json(payload)
 
 
-@router.post("/predict", openapi_extra=_PREDICT_BODY, summary="Classify one text with one or more models")
-async def predict(request: Request) -> Response:
-    """`{"text": str, "models": [str]}` → one prediction per model (label, score, probabilities)."""
-    return await _serve(request, "/predict", trained=False)
-
-
-@router.post("/predict/trained", openapi_extra=_PREDICT_BODY, summary="Classify with trained models only")
-async def predict_trained(request: Request) -> Response:
-    """The same as /predict, for `*_trained` models only."""
-    return await _serve(request, "/predict/trained", trained=True)
-
-
-@router.post("/predict/batch", openapi_extra=_BATCH_BODY, summary="Classify a list of /predict requests")
-async def predict_batch(request: Request) -> Response:
+async def answer_batch(backend: Backend, raw: bytes) -> bytes:
     """A JSON list of /predict bodies → results in the same order, each with its own error if any.
 
     Items are queued as room appears, so a list longer than max_queue_size is served whole.
     """
-    pool = _pool(request)
     started = time.perf_counter()
-    data = schemas.parse_json(await _read(request, pool, items=MAX_BATCH_ITEMS))
+    data = schemas.parse_json(raw)
     if not isinstance(data, list):
         raise errors.InvalidInput(
             f"/predict/batch expects a JSON list of /predict bodies, got {type(data).__name__}"
@@ -146,21 +114,23 @@ async def predict_batch(request: Request) -> Response:
 
     async def one(index: int, item: Any) -> dict[str, Any]:
         try:
-            body = schemas.parse_predict(item, prefix=f"[{index}]")
-            names = pool.resolve(body.models)
-            result = await _predict_one(pool, body.text, names, wait_for_room=True)
+            text, models = schemas.parse_predict(item, prefix=f"[{index}]")
+            names = backend.catalog.resolve(models)
+            item_started = time.perf_counter()
+            results = await backend.predict(text, names, wait_for_room=True)
         except errors.CarpoolError as exc:
             error: dict[str, Any] = {"status": errors.status_for(exc), **exc.body()}
             return {"index": index, "ok": False, "error": error}
-        return {"index": index, "ok": True, **result}
+        latency_ms = round((time.perf_counter() - item_started) * 1000.0, 3)
+        return {"index": index, "ok": True, "predictions": _predictions(results), "latency_ms": latency_ms}
 
     results = await asyncio.gather(*(one(i, item) for i, item in enumerate(data)))
     outcomes: dict[str, str] = {}
     for result in results:
         for name in result.get("predictions", {}):
             outcomes[name] = "ok"
-    pool.metrics.on_request("/predict/batch", outcomes or {"-": "invalid"}, time.perf_counter() - started)
-    return _json(
+    backend.record(BATCH_ENDPOINT, outcomes or {"-": "invalid"}, time.perf_counter() - started)
+    return responses.json_bytes(
         {
             "results": results,
             "succeeded": sum(1 for r in results if r["ok"]),
@@ -168,3 +138,46 @@ async def predict_batch(request: Request) -> Response:
             "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
         }
     )
+
+
+# -- the FastAPI routes: the same answers, documented ------------------------------------------
+
+
+def _backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+async def _read(request: Request, endpoint: str) -> bytes:
+    """The body, refused with 413 when it could not hold valid texts."""
+    limit = body_limit(_backend(request), endpoint)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(declared, limit)
+    raw = await request.body()
+    if len(raw) > limit:
+        raise too_large(len(raw), limit)
+    return raw
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+@router.post("/predict", openapi_extra=_PREDICT_BODY, summary="Classify one text with one or more models")
+async def predict(request: Request) -> Response:
+    """`{"text": str, "models": [str]}` → one prediction per model (label, score, probabilities)."""
+    return _json(await answer_predict(_backend(request), await _read(request, "/predict"), "/predict"))
+
+
+@router.post("/predict/trained", openapi_extra=_PREDICT_BODY, summary="Classify with trained models only")
+async def predict_trained(request: Request) -> Response:
+    """The same as /predict, for `*_trained` models only."""
+    endpoint = "/predict/trained"
+    return _json(await answer_predict(_backend(request), await _read(request, endpoint), endpoint))
+
+
+@router.post("/predict/batch", openapi_extra=_BATCH_BODY, summary="Classify a list of /predict requests")
+async def predict_batch(request: Request) -> Response:
+    """A JSON list of /predict bodies → results in the same order, each with its own error if any."""
+    return _json(await answer_batch(_backend(request), await _read(request, BATCH_ENDPOINT)))

@@ -94,6 +94,7 @@ class BatchEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: tuple[float, int] | None = None  # (started, size) of the batch on the thread
         self._draining = False
+        self._hurry = False  # set at shutdown: no batch is held back, requests are still taken
         self._last_arrival: float | None = None
         self.stats = EngineStats(0.0)
 
@@ -146,6 +147,11 @@ class BatchEngine:
             self._executor.shutdown(wait=True)
         self.state = EngineState.STOPPED
 
+    def hurry(self) -> None:
+        """Hold no batch back from now on (the pod is stopping); requests are still accepted."""
+        self._hurry = True
+        self._wake.set()
+
     @property
     def alive(self) -> bool:
         """Ready, consumer running and model thread present."""
@@ -170,6 +176,16 @@ class BatchEngine:
 
     def submit(self, text: str) -> asyncio.Future[Prediction]:
         """Queue one text; the returned future resolves to its prediction or its own error."""
+        self._admit()
+        return self._enqueue(self.model.encode(text))
+
+    def submit_encoded(self, item: Encoded) -> asyncio.Future[Prediction]:
+        """Queue a text already tokenized by this model's encoder (in an HTTP worker)."""
+        self._admit()
+        return self._enqueue(item)
+
+    def _admit(self) -> None:
+        """Raise 503 unless ready, 429 when the queue is full."""
         if self.state is not EngineState.READY or self._loop is None:
             raise errors.ModelNotReady(
                 f"model {self.name!r} is {self.state.value}" + (f": {self.error}" if self.error else ""),
@@ -183,7 +199,9 @@ class BatchEngine:
                 retry_after_s=self._retry_after_s(),
                 model=self.name,
             )
-        item = self.model.encode(text)
+
+    def _enqueue(self, item: Encoded) -> asyncio.Future[Prediction]:
+        assert self._loop is not None
         now = self._loop.time()
         future: asyncio.Future[Prediction] = self._loop.create_future()
         self._queue.append(Pending(item, future, now, item.tokens, time.perf_counter()))
@@ -261,7 +279,7 @@ class BatchEngine:
             now = loop.time()
             policy = self._policy
             pick = policy.pick(queue, self.signals(now))
-            if not pick.take and self._draining:
+            if not pick.take and (self._draining or self._hurry):
                 pick = policies.Pick(tuple(range(min(len(queue), self.config.max_batch_size))))
             if not pick.take:
                 self._wake.clear()

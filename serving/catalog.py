@@ -1,0 +1,76 @@
+"""Which models a request may name, and which texts it may send: checks every process can make.
+
+The model process and each HTTP worker hold the same `Catalog` (the worker gets it in the model
+process's first message), so a typo in a model name or an oversized text is answered by the worker
+that read it, without a round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from serving import errors
+
+__all__ = ["Catalog", "Kind"]
+
+Kind = Literal["base", "trained"]
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The models served (name -> base or trained, in serving order) and the text limit."""
+
+    kinds: Mapping[str, Kind] = field(default_factory=dict)
+    max_text_chars: int = 20_000
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.kinds)
+
+    @property
+    def trained_names(self) -> list[str]:
+        return [name for name, kind in self.kinds.items() if kind == "trained"]
+
+    @property
+    def base_names(self) -> list[str]:
+        return [name for name, kind in self.kinds.items() if kind == "base"]
+
+    def resolve(self, names: Sequence[str] | None, *, trained_only: bool = False) -> list[str]:
+        """The models a request names (default: every base model, or every trained one)."""
+        trained = self.trained_names
+        if trained_only and not trained:
+            raise errors.UnknownModel(
+                "no trained model is loaded; run `carpool train` to make one "
+                "(it writes models/minilm_trained), "
+                "then restart `carpool serve`",
+                trained_models=[],
+            )
+        if not names:
+            return trained if trained_only else (self.base_names or self.names)
+        unknown = [name for name in names if name not in self.kinds]
+        if unknown:
+            raise errors.UnknownModel(
+                f"unknown model {unknown[0]!r}; this pod serves {', '.join(self.names)}",
+                known_models=self.names,
+            )
+        if trained_only:
+            base = [name for name in names if name not in trained]
+            if base:
+                raise errors.NotATrainedModel(
+                    f"{base[0]!r} is not a trained model; /predict/trained serves {', '.join(trained)} "
+                    "(use /predict for base models, or run `carpool train --base NAME` to train one)",
+                    trained_models=trained,
+                )
+        return list(dict.fromkeys(names))
+
+    def check_text(self, text: str) -> None:
+        if not text.strip():
+            raise errors.EmptyText("text must not be empty or blank")
+        if len(text) > self.max_text_chars:
+            raise errors.TextTooLong(
+                f"text has {len(text)} characters; "
+                f"the limit is {self.max_text_chars} (CARPOOL_MAX_TEXT_CHARS)",
+                limit=self.max_text_chars,
+            )

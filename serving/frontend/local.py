@@ -1,0 +1,56 @@
+"""The `Backend` over a `ModelPool` in this process; the model process's hub answers through it too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from serving import errors
+from serving.models.base import Prediction
+from serving.pool import ModelPool
+
+__all__ = ["LocalBackend"]
+
+
+class LocalBackend:
+    def __init__(self, pool: ModelPool) -> None:
+        self.pool = pool
+        self.catalog = pool.catalog
+        self.metrics_enabled = pool.metrics.enabled
+
+    async def predict(
+        self, text: str, names: Sequence[str], *, wait_for_room: bool = False
+    ) -> dict[str, tuple[Prediction, float]]:
+        return await self.pool.predict(text, names, wait_for_room=wait_for_room)
+
+    def record(self, endpoint: str, outcomes: Mapping[str, str], seconds: float) -> None:
+        self.pool.metrics.on_request(endpoint, outcomes, seconds)
+
+    async def configure(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        return self.configure_now(changes)
+
+    def configure_now(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        previous = self.pool.config.config_hash()
+        config = self.pool.configure(changes)
+        return {
+            "config": config.model_dump(mode="json"),
+            "config_hash": config.config_hash(),
+            "previous_hash": previous,
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        return self.pool.stats()
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        return self.pool.ready, self.pool.health()
+
+    async def models_status(self) -> list[dict[str, Any]]:
+        return self.pool.status()
+
+    async def metrics_text(self) -> bytes:
+        return self.metrics_now()
+
+    def metrics_now(self) -> bytes:
+        if not self.pool.metrics.enabled:
+            raise errors.FeatureDisabled("metrics are disabled on this pod (ENABLE_METRICS=false)")
+        return self.pool.metrics.render()
