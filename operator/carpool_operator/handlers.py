@@ -45,7 +45,7 @@ class Runtime:
 
     def open(self) -> None:
         if self._api is None:
-            self._api = kube.Api.from_kubeconfig(self.config.kubeconfig)
+            self._api = kube.Api.from_kubeconfig(self.config.kubeconfig, timeout_s=self.config.api_timeout_s)
 
     async def close(self) -> None:
         if self._api is not None:

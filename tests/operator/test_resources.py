@@ -72,8 +72,17 @@ def test_a_secret_without_a_usable_token_has_none(secret: dict[str, Any]) -> Non
     assert resources.token_from_secret(secret) is None
 
 
+MODELS_VOLUME = {
+    "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": "m"}}],
+    "volumeMounts": [{"name": "m", "mountPath": "/m"}],
+}
+
+
 def test_the_deployment_runs_carpool_serve_as_the_guide_configures_it() -> None:
-    p = policy(models=[{"name": "a", "path": "/m/a"}, {"name": "b", "path": "/m/b"}], serving={"port": 9000})
+    p = policy(
+        models=[{"name": "a", "path": "/m/a"}, {"name": "b", "path": "/m/b"}],
+        serving={"port": 9000, **MODELS_VOLUME},
+    )
     built = deployment(p, image_pull_secrets=["regcred"])
     template = built["spec"]["template"]
     assert built["spec"]["selector"]["matchLabels"] == {
@@ -144,10 +153,10 @@ def test_pod_placement_and_volumes(raw: dict[str, Any], field: str, expected: An
     [
         pytest.param({}, "resources", {}, id="no-resources"),
         pytest.param(
-            {"serving": {"resources": {"limits": {"nvidia.com/gpu": 1}}}},
+            {"serving": {"resources": {"requests": {"cpu": 0.5, "memory": "1024Mi"}, "limits": {"cpu": 2}}}},
             "resources",
-            {"limits": {"nvidia.com/gpu": 1}},
-            id="gpu",
+            {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2"}},
+            id="canonical-quantities",
         ),
         pytest.param({}, "imagePullPolicy", None, id="default-pull-policy"),
         pytest.param(
@@ -181,11 +190,17 @@ def test_the_service_selects_the_pods() -> None:
     ("ingress", "paths"),
     [
         pytest.param(
-            {"enabled": True}, ["/predict", "/models/status", "/batching/stats", "/health"], id="root"
+            {"enabled": True}, ["/predict", "/v2", "/models/status", "/batching/stats", "/health"], id="root"
         ),
         pytest.param(
             {"enabled": True, "path": "/classify/"},
-            ["/classify/predict", "/classify/models/status", "/classify/batching/stats", "/classify/health"],
+            [
+                "/classify/predict",
+                "/classify/v2",
+                "/classify/models/status",
+                "/classify/batching/stats",
+                "/classify/health",
+            ],
             id="prefix",
         ),
     ],

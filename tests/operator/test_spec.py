@@ -65,7 +65,12 @@ def test_models_serving_ingress_and_autoscaling() -> None:
                 "env": [{"name": "CARPOOL_DEVICE", "value": "cuda"}],
                 "nodeSelector": {"pool": "gpu"},
                 "tolerations": [{"key": "gpu", "operator": "Exists"}],
-                "resources": {"limits": {"nvidia.com/gpu": 1}},
+                "resources": {"limits": {"memory": "4Gi"}},
+                "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}],
+                "volumeMounts": [
+                    {"name": "models", "mountPath": "/models"},
+                    {"name": "models", "mountPath": "/m", "subPath": "m"},
+                ],
             },
             "ingress": {
                 "enabled": True,
