@@ -64,8 +64,12 @@ async def _pass(
     try:
         outcome = await reconciler.reconcile(runtime.api, runtime.config, body, reconciler.state_of(memo))
     except (kube.ApiError, httpx.HTTPError) as exc:
-        kube.post_event(body, reason="ReconcileFailed", message=f"Kubernetes API: {exc}", warning=True)
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=runtime.config.retry_delay(retry)) from exc
+        # httpx's timeouts often carry no message: name the error's type as well.
+        problem = str(exc) if isinstance(exc, kube.ApiError) else f"{type(exc).__name__} {exc}".strip()
+        delay = runtime.config.retry_delay(retry)
+        message = f"Kubernetes API: {problem} (retrying in {delay:g} s)"
+        kube.post_event(body, reason="ReconcileFailed", message=message, warning=True)
+        raise kopf.TemporaryError(message, delay=delay) from exc
     _record(outcome, patch)
     return outcome
 

@@ -138,7 +138,7 @@ class Fault:
     def matches(self, request: kmock.Request) -> bool:
         return (
             self.times > 0
-            and str(request.method).upper() == self.method
+            and str(getattr(request.method, "value", request.method)).upper() == self.method
             and request.resource is not None
             and request.resource.plural == self.plural
             and (self.name is None or request.name == self.name)
