@@ -340,7 +340,8 @@ def _under(path: str, root: str) -> bool:
 
 
 def _check_model_paths(models: Sequence[ModelRef], serving: ServingSpec) -> None:
-    """Every model's path must come from somewhere: its source, a mounted volume, or the image."""
+    """Every model's path must come from somewhere: its source, a mounted volume, the embedded
+    model, or a serving image of the user's own (spec.serving.image)."""
     volumes = {volume.get("name") for volume in serving.volumes}
     mounts = [
         posixpath.normpath(str(mount.get("mountPath")))
@@ -359,6 +360,8 @@ def _check_model_paths(models: Sequence[ModelRef], serving: ServingSpec) -> None
             continue
         if model.path.startswith(EMBEDDED_PREFIX) or any(_under(model.path, mount) for mount in mounts):
             continue
+        if serving.image is not None:
+            continue  # a serving image of the user's own may hold the model; nothing to check it by
         raise InvalidSpec(
             f"{where}.path {model.path} of model {model.name!r} is provided by no source or volume: "
             f"give {where}.source (pvc or image), or mount a volume of spec.serving.volumes there "

@@ -290,6 +290,11 @@ def test_model_sources_and_their_paths() -> None:
     assert policy.models[1].source == spec.ImageSource("r/spam:1", "/model", None, "initContainer")
 
 
+def test_a_serving_image_of_ones_own_may_hold_the_models() -> None:
+    policy = parse({"models": [{"name": "m", "path": "/models/m"}], "serving": {"image": "reg/mine:1"}})
+    assert policy.models[0].path == "/models/m"
+
+
 def test_gpu_and_workers_defaults() -> None:
     serving = parse({"serving": {"gpu": {}, "resources": {"requests": {"cpu": 2.5}}}}).serving
     assert serving.gpu == spec.GpuSpec(count=1, resource_name="nvidia.com/gpu")
