@@ -53,8 +53,11 @@ class Runtime:
             self._api = None
 
 
-def _record(outcome: reconciler.Outcome, patch: kopf.Patch) -> None:
-    patch.status.update(outcome.status)
+def _record(outcome: reconciler.Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
+    # Only what changed: a converged policy's periodic pass then writes nothing at all (the
+    # conditions' patch function yields no change either when they are as they were).
+    current = body.get("status") or {}
+    patch.status.update({key: value for key, value in outcome.status.items() if current.get(key) != value})
     patch.fns.append(cast(kopf.PatchFn, conditions.updater(outcome.conditions)))
 
 
@@ -70,7 +73,7 @@ async def _pass(
         message = f"Kubernetes API: {problem} (retrying in {delay:g} s)"
         kube.post_event(body, reason="ReconcileFailed", message=message, warning=True)
         raise kopf.TemporaryError(message, delay=delay) from exc
-    _record(outcome, patch)
+    _record(outcome, body, patch)
     return outcome
 
 

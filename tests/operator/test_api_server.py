@@ -99,6 +99,10 @@ async def test_the_emulator_stores_quantities_canonically_and_fills_defaults(ser
     with pytest.raises(AssertionError, match="answered 409"):
         await server.patch_object(kube.DEPLOYMENTS, NS, "d", stale)
 
+    # The namespace collection, which kmock alone answers with a 500.
+    async with server.request("GET", "/api/v1/namespaces") as r:
+        assert r.status == 200 and "default" in [ns["metadata"]["name"] for ns in (await r.json())["items"]]
+
     # Label selectors narrow lists.
     await server.create(kube.PODS, NS, k8s.ready_pod("p1", "one", "127.0.0.9"))
     await server.create(kube.PODS, NS, k8s.ready_pod("p2", "two", "127.0.0.9"))
@@ -124,6 +128,7 @@ async def test_after_convergence_further_passes_send_no_patch_and_post_no_event(
 
     patches = {plural: len(_operator_requests(server, "PATCH", plural)) for plural in CHILD_PLURALS}
     events = len(server.events(NS, name))
+    policy_patches = len(_operator_requests(server, "PATCH", "batchingpolicies"))
     reads = len(_operator_requests(server, "GET", "deployments"))
     await k8s.eventually(
         lambda: len(_operator_requests(server, "GET", "deployments")) >= reads + 3,
@@ -132,6 +137,7 @@ async def test_after_convergence_further_passes_send_no_patch_and_post_no_event(
     )
 
     assert {plural: len(_operator_requests(server, "PATCH", plural)) for plural in CHILD_PLURALS} == patches
+    assert len(_operator_requests(server, "PATCH", "batchingpolicies")) == policy_patches  # nor its status
     assert [e["reason"] for e in server.events(NS, name)[events:]] == []
     assert server.get(kube.DEPLOYMENTS, NS, name) == deployment
 

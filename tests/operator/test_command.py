@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from carpool_operator import kube
+from carpool_operator import command, kube
 from tests.support import kube as k8s
 from tests.support import pods
 
@@ -72,6 +72,13 @@ def stop() -> Iterator[list[subprocess.Popen[bytes]]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+
+
+def test_a_namespace_pattern_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        command.main(["-n", "team-*"])
+    assert exited.value.code == 2
+    assert "--namespace takes exact names, not patterns: team-*" in capsys.readouterr().err
 
 
 async def test_the_operator_process_serves_its_liveness_probe_and_only_its_namespace(
