@@ -116,13 +116,15 @@ def register(
         interval=config.resync_interval_s,
         initial_delay=config.resync_interval_s,
     )
-    async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
         if runtime.closed:
             # Kopf can start a policy's timer while the operator exits, after its daemon killer
             # has run (the race nolar/kopf#1272 fixed for pausing); nothing would stop it but the
             # 5 s grace for hung tasks. End it at once: the operator is going away.
             raise asyncio.CancelledError("the operator is exiting")
-        await _pass(runtime, body, patch, memo, retry=0)
+        # Kopf passes timers their retry count too (its TimerFn type does not declare it): a
+        # failing periodic pass backs off as the handlers do.
+        await _pass(runtime, body, patch, memo, retry=int(kwargs.get("retry") or 0))
 
     @kopf.on.delete(*spec.RESOURCE, registry=registry, id="cleanup")
     async def cleanup(body: kopf.Body, retry: int, **_: Any) -> None:

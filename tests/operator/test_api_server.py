@@ -273,3 +273,21 @@ async def test_two_policies_in_one_namespace_never_touch_each_others_pods_or_chi
     ):
         assert request.name in ("left", "right")
     assert server.get(kube.PODS, NS, "left-pod") is not None
+
+
+async def test_repeated_failures_back_off_exponentially(server: k8s.ApiServer) -> None:
+    injected = server.inject(k8s.Fault("POST", "deployments", status=500, times=3))
+    await server.create(kube.POLICIES, NS, {"metadata": {"name": "backoff"}, "spec": {}})
+
+    await k8s.eventually(
+        lambda: server.get(kube.DEPLOYMENTS, NS, "backoff"), timeout_s=15, what="the Deployment"
+    )
+    assert injected.hits == 3
+    delays = [
+        e["message"].rsplit("retrying in ", 1)[-1]
+        for e in server.events(NS, "backoff")
+        if e["reason"] == "ReconcileFailed"
+    ]
+    # fast_config: 0.2 s doubling, at most 1 s (a real operator: 2 s doubling, at most 60 s).
+    assert {"0.2 s)", "0.4 s)", "0.8 s)"} <= set(delays), delays
+    assert len(_children(server, "deployments")) == 1
