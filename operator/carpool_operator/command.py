@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NS",
-        help="serve only this namespace (repeatable); default: all namespaces",
+        help="serve only this namespace, an exact name (repeatable); default: all namespaces",
     )
     result.add_argument(
         "--liveness",
@@ -71,6 +71,11 @@ def build(config: settings.OperatorConfig) -> tuple[kopf.OperatorRegistry, kopf.
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    globs = [namespace for namespace in args.namespace if set(namespace) & set("*?[]!")]
+    if globs:
+        # Kopf resolves patterns by watching namespaces, which the operator does not (it needs
+        # no cluster-wide access to them): a pattern would silently serve nothing.
+        parser().error(f"--namespace takes exact names, not patterns: {', '.join(globs)}")
     try:
         config = settings.OperatorConfig.from_env(
             kubeconfig=args.kubeconfig, resync_interval_s=args.resync_seconds

@@ -1,11 +1,11 @@
 """Status conditions of a BatchingPolicy: a list-map keyed by `type`, merged without I/O.
 
-Several writers share `status.conditions`: the reconciler owns Ready and ConfigApplied, the
-autoscaler owns MetricsAvailable and Scaling. A JSON merge patch would replace the whole list, so
-each writer changes only its own entries on the freshest body instead: `updater()` returns a
-function for Kopf's `patch.fns`, which Kopf turns into a JSON patch guarded by the object's
-resourceVersion and re-applies on a conflict. `lastTransitionTime` changes only when a
-condition's status does, as Kubernetes' conventions ask.
+Several writers share `status.conditions`: the reconciler owns Ready, ConfigApplied and
+ModelsReady, the autoscaler owns MetricsAvailable and Scaling. A JSON merge patch would replace
+the whole list, so each writer changes only its own entries on the freshest body instead:
+`updater()` returns a function for Kopf's `patch.fns`, which Kopf turns into a JSON patch guarded
+by the object's resourceVersion and re-applies on a conflict. `lastTransitionTime` changes only
+when a condition's status does, as Kubernetes' conventions ask.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "find",
     "invalid_spec",
     "merge",
+    "models_ready",
     "ready",
     "timestamp",
     "updater",
@@ -34,6 +35,7 @@ __all__ = [
 class Type(enum.StrEnum):
     READY = "Ready"
     CONFIG_APPLIED = "ConfigApplied"
+    MODELS_READY = "ModelsReady"
     METRICS_AVAILABLE = "MetricsAvailable"
     SCALING = "Scaling"
 
@@ -55,6 +57,11 @@ class Reason(enum.StrEnum):
     CONFIG_APPLIED = "ConfigApplied"
     PODS_BEHIND = "PodsBehind"
     NO_READY_PODS = "NoReadyPods"
+    MODELS_LOADED = "ModelsLoaded"
+    MODELS_LOADING = "ModelsLoading"
+    MODEL_LOAD_FAILED = "ModelLoadFailed"
+    NO_PODS = "NoPods"
+    PODS_UNREACHABLE = "PodsUnreachable"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,3 +184,38 @@ def config_applied(
     details = "; ".join(f"{pod}: {error}" for pod, error in behind)
     message = f"{len(behind)} of {ready} ready pods behind config {config_hash} (retrying): {details}"
     return Condition(Type.CONFIG_APPLIED, Status.FALSE, Reason.PODS_BEHIND, message[:1000], generation)
+
+
+def models_ready(
+    *,
+    pods: int,
+    answered: int,
+    failed: Sequence[tuple[str, str, str]],
+    loading: Sequence[tuple[str, str]],
+    models: int,
+    devices: Sequence[str],
+    generation: int | None,
+) -> Condition:
+    """ModelsReady from the pods' GET /models/status: `pods` had an IP, `answered` answered;
+    `failed` holds (pod, model, error), `loading` (pod, model); `models` counts models loaded."""
+    if failed:
+        details = "; ".join(
+            f"pod {pod}: model {model} failed to load: {error}" for pod, model, error in failed
+        )
+        return Condition(
+            Type.MODELS_READY, Status.FALSE, Reason.MODEL_LOAD_FAILED, details[:1000], generation
+        )
+    if pods == 0:
+        message = "no serving pod has an IP yet"
+        return Condition(Type.MODELS_READY, Status.UNKNOWN, Reason.NO_PODS, message, generation)
+    if answered == 0:
+        message = f"none of {pods} pods answered GET /models/status"
+        return Condition(Type.MODELS_READY, Status.UNKNOWN, Reason.PODS_UNREACHABLE, message, generation)
+    silent = f"; {pods - answered} of {pods} pods did not answer" if answered < pods else ""
+    if loading:
+        details = ", ".join(f"pod {pod}: model {model}" for pod, model in loading[:10])
+        message = f"{len(loading)} models still loading ({details}){silent}"
+        return Condition(Type.MODELS_READY, Status.FALSE, Reason.MODELS_LOADING, message[:1000], generation)
+    where = ", ".join(sorted(set(devices))) or "unknown device"
+    message = f"{models} models loaded on {answered} pods ({where}){silent}"
+    return Condition(Type.MODELS_READY, Status.TRUE, Reason.MODELS_LOADED, message, generation)

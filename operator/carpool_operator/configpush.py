@@ -11,6 +11,10 @@ For each pod (its IP and serving port), concurrently:
 
 Failures are per pod and never raise: an unreachable pod, a refused token or a config the pod
 refuses is a `PodResult` with an error, which the caller reports and retries.
+
+`read_models()` asks every pod that has an IP, ready or not, for `GET /models/status`: a pod whose
+model could not load stays up, unready, and says there which model failed and why, and on which
+device each model runs.
 """
 
 from __future__ import annotations
@@ -25,13 +29,17 @@ import httpx
 from serving import settings as serving_settings
 
 __all__ = [
+    "ModelReport",
+    "PodModels",
     "PodResult",
     "PodTarget",
     "converge",
     "pod_url",
+    "read_models",
 ]
 
 STATS_PATH = "/batching/stats"
+MODELS_PATH = "/models/status"
 CONFIGURE_PATH = "/batching/configure"
 HASH_KEY = "config_hash"
 
@@ -144,3 +152,71 @@ async def converge(
         return list(await asyncio.gather(*(_converge_pod(client, pod, config, token) for pod in targets)))
     async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as own:
         return list(await asyncio.gather(*(_converge_pod(own, pod, config, token) for pod in targets)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelReport:
+    """One model of one pod, as its /models/status reports it."""
+
+    name: str
+    state: str
+    device: str | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PodModels:
+    """A pod's models, or why they could not be read."""
+
+    pod: PodTarget
+    models: tuple[ModelReport, ...] = ()
+    error: str | None = None
+
+
+def _model_reports(payload: Any) -> tuple[ModelReport, ...]:
+    entries = payload.get("models") if isinstance(payload, dict) else payload
+    if not isinstance(entries, list):
+        raise _PodError(f"GET {MODELS_PATH} holds no list of models")
+    reports = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise _PodError(f"GET {MODELS_PATH} holds a model without a name: {str(entry)[:100]}")
+        device, error = entry.get("device"), entry.get("error")
+        reports.append(
+            ModelReport(
+                name=entry["name"],
+                state=str(entry.get("state") or "unknown"),
+                device=device if isinstance(device, str) and device else None,
+                error=str(error) if error else None,
+            )
+        )
+    return tuple(reports)
+
+
+async def _read_pod_models(client: httpx.AsyncClient, pod: PodTarget) -> PodModels:
+    try:
+        response = await client.get(pod_url(pod, MODELS_PATH))
+        if response.status_code != 200:
+            raise _PodError(_refusal(response, f"GET {MODELS_PATH}"))
+        try:
+            payload: Any = response.json()
+        except ValueError:
+            raise _PodError(f"GET {MODELS_PATH} answered something other than JSON") from None
+        return PodModels(pod, _model_reports(payload))
+    except httpx.HTTPError as exc:
+        return PodModels(pod, error=_describe(exc))
+    except _PodError as exc:
+        return PodModels(pod, error=str(exc))
+
+
+async def read_models(
+    pods: Iterable[PodTarget], *, timeout_s: float = 5.0, client: httpx.AsyncClient | None = None
+) -> list[PodModels]:
+    """Each pod's models (state, device, error), in the order given; never raises."""
+    targets = list(pods)
+    if not targets:
+        return []
+    if client is not None:
+        return list(await asyncio.gather(*(_read_pod_models(client, pod) for pod in targets)))
+    async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as own:
+        return list(await asyncio.gather(*(_read_pod_models(own, pod) for pod in targets)))

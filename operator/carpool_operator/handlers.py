@@ -45,7 +45,7 @@ class Runtime:
 
     def open(self) -> None:
         if self._api is None:
-            self._api = kube.Api.from_kubeconfig(self.config.kubeconfig)
+            self._api = kube.Api.from_kubeconfig(self.config.kubeconfig, timeout_s=self.config.api_timeout_s)
 
     async def close(self) -> None:
         if self._api is not None:
@@ -53,8 +53,11 @@ class Runtime:
             self._api = None
 
 
-def _record(outcome: reconciler.Outcome, patch: kopf.Patch) -> None:
-    patch.status.update(outcome.status)
+def _record(outcome: reconciler.Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
+    # Only what changed: a converged policy's periodic pass then writes nothing at all (the
+    # conditions' patch function yields no change either when they are as they were).
+    current = body.get("status") or {}
+    patch.status.update({key: value for key, value in outcome.status.items() if current.get(key) != value})
     patch.fns.append(cast(kopf.PatchFn, conditions.updater(outcome.conditions)))
 
 
@@ -64,9 +67,13 @@ async def _pass(
     try:
         outcome = await reconciler.reconcile(runtime.api, runtime.config, body, reconciler.state_of(memo))
     except (kube.ApiError, httpx.HTTPError) as exc:
-        kube.post_event(body, reason="ReconcileFailed", message=f"Kubernetes API: {exc}", warning=True)
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=runtime.config.retry_delay(retry)) from exc
-    _record(outcome, patch)
+        # httpx's timeouts often carry no message: name the error's type as well.
+        problem = str(exc) if isinstance(exc, kube.ApiError) else f"{type(exc).__name__} {exc}".strip()
+        delay = runtime.config.retry_delay(retry)
+        message = f"Kubernetes API: {problem} (retrying in {delay:g} s)"
+        kube.post_event(body, reason="ReconcileFailed", message=message, warning=True)
+        raise kopf.TemporaryError(message, delay=delay) from exc
+    _record(outcome, body, patch)
     return outcome
 
 
@@ -109,13 +116,15 @@ def register(
         interval=config.resync_interval_s,
         initial_delay=config.resync_interval_s,
     )
-    async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
         if runtime.closed:
             # Kopf can start a policy's timer while the operator exits, after its daemon killer
             # has run (the race nolar/kopf#1272 fixed for pausing); nothing would stop it but the
             # 5 s grace for hung tasks. End it at once: the operator is going away.
             raise asyncio.CancelledError("the operator is exiting")
-        await _pass(runtime, body, patch, memo, retry=0)
+        # Kopf passes timers their retry count too (its TimerFn type does not declare it): a
+        # failing periodic pass backs off as the handlers do.
+        await _pass(runtime, body, patch, memo, retry=int(kwargs.get("retry") or 0))
 
     @kopf.on.delete(*spec.RESOURCE, registry=registry, id="cleanup")
     async def cleanup(body: kopf.Body, retry: int, **_: Any) -> None:

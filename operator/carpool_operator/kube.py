@@ -122,19 +122,19 @@ class Api:
         )
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: Path | None = None) -> Api:
+    def from_kubeconfig(cls, kubeconfig: Path | None = None, *, timeout_s: float = 30.0) -> Api:
         """In-cluster credentials first (unless a kubeconfig is named), then the kubeconfig."""
         configuration = kubernetes.client.Configuration()
         if kubeconfig is None:
             try:
                 kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-                return cls(configuration)
+                return cls(configuration, timeout_s=timeout_s)
             except kubernetes.config.ConfigException:
                 pass
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig) if kubeconfig else None, client_configuration=configuration
         )
-        return cls(configuration)
+        return cls(configuration, timeout_s=timeout_s)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -7,9 +7,11 @@ periodic timer), so the result never depends on which events were seen:
 2. Secret, ConfigMap, Deployment, Service, Ingress: created when missing, patched back when a
    field the operator sets has drifted (a deleted or hand-edited child is restored);
 3. the policy's ready pods (label `carpool.dev/policy`, filtered here as well) are brought to the
-   batching config (`configpush.converge`);
-4. the status and the conditions that say what happened, and Events for each change, push and
-   failure (a failure repeated unchanged on the next pass is not posted again).
+   batching config (`configpush.converge`), and every pod with an IP, ready or not, is asked for
+   its models (`configpush.read_models`): which failed to load and why, and on which device;
+4. the status (with each pod's device) and the conditions that say what happened (Ready,
+   ConfigApplied, ModelsReady), and Events for each change, push and failure (a failure repeated
+   unchanged on the next pass is not posted again).
 
 Passes of one policy never overlap: they take the per-policy lock kept in Kopf's per-object memo.
 """
@@ -90,9 +92,10 @@ async def _ensure_children(
     api: kube.Api, config: settings.OperatorConfig, policy: spec.PolicySpec, body: kopf.Body, token: str
 ) -> int:
     """Create or restore every child; return the replicas the Deployment asks for."""
+    default_image = config.serving_gpu_image if policy.serving.gpu is not None else config.serving_image
     deployment = resources.build_deployment(
         policy,
-        image=policy.serving.image or config.serving_image,
+        image=policy.serving.image or default_image,
         token_digest=resources.token_digest(token),
         replicas=policy.initial_replicas,
         image_pull_secrets=config.image_pull_secrets,
@@ -154,7 +157,15 @@ async def reconcile(
             for pod in pods
             if (address := resources.pod_address(pod)) is not None
         ]
-        results = await configpush.converge(targets, policy.batching, token, timeout_s=config.push_timeout_s)
+        running = [
+            configpush.PodTarget(pod["metadata"]["name"], ip, policy.serving.port)
+            for pod in pods
+            if (ip := resources.pod_ip(pod)) is not None
+        ]
+        results, reports = await asyncio.gather(
+            configpush.converge(targets, policy.batching, token, timeout_s=config.push_timeout_s),
+            configpush.read_models(running, timeout_s=config.push_timeout_s),
+        )
 
     wanted_hash = policy.batching.config_hash()
     behind: list[tuple[str, str]] = []
@@ -173,8 +184,9 @@ async def reconcile(
             error = result.error or "unknown error"
             behind.append((result.pod.name, error))
             _report_once(state, body, result.pod.name, "ConfigPushFailed", f"{where}: {error}")
-    live_names = {target.name for target in targets}
-    for subject in [s for s in state.reported if s != "spec" and s not in live_names]:
+    models_condition, pod_status = _models(state, body, reports, generation)
+    live_names = {target.name for target in running}
+    for subject in [s for s in state.reported if s != "spec" and s.split("/")[0] not in live_names]:
         del state.reported[subject]
 
     status: dict[str, Any] = {
@@ -183,6 +195,7 @@ async def reconcile(
         "readyReplicas": len(targets),
         "configuredReplicas": len(targets) - len(behind),
         "configHash": wanted_hash,
+        "pods": pod_status,
     }
     if not behind:
         status["appliedConfigHash"] = wanted_hash
@@ -197,9 +210,62 @@ async def reconcile(
                 config_map=resources.config_map_name(policy.name),
                 generation=generation,
             ),
+            models_condition,
         ),
         pods_behind=len(behind),
     )
+
+
+MAX_PODS_IN_STATUS = 50
+
+
+def _models(
+    state: PolicyState, body: kopf.Body, reports: list[configpush.PodModels], generation: int | None
+) -> tuple[conditions.Condition, list[dict[str, Any]]]:
+    """ModelsReady, a Warning Event per pod whose model failed (once per error), and status.pods."""
+    failed: list[tuple[str, str, str]] = []
+    loading: list[tuple[str, str]] = []
+    devices: list[str] = []
+    loaded = 0
+    pod_status: list[dict[str, Any]] = []
+    for report in sorted(reports, key=lambda r: r.pod.name):
+        entry: dict[str, Any] = {"name": report.pod.name}
+        if report.error is not None:
+            entry["error"] = report.error[:300]
+        else:
+            pod_devices = sorted({model.device for model in report.models if model.device})
+            devices.extend(pod_devices)
+            if pod_devices:
+                entry["device"] = ",".join(pod_devices)
+            entry["models"] = len(report.models)
+            entry["modelsLoaded"] = sum(model.state in ("ready", "draining") for model in report.models)
+            loaded += entry["modelsLoaded"]
+            pod_failures = [
+                (report.pod.name, model.name, model.error or f"state {model.state}")
+                for model in report.models
+                if model.state == "failed" or (model.error and model.state != "ready")
+            ]
+            failed.extend(pod_failures)
+            loading.extend(
+                (report.pod.name, model.name) for model in report.models if model.state in ("new", "loading")
+            )
+            subject = f"{report.pod.name}/models"
+            if pod_failures:
+                message = "; ".join(f"model {m} failed to load: {e}" for _, m, e in pod_failures)
+                _report_once(state, body, subject, "ModelLoadFailed", f"pod {report.pod.name}: {message}")
+            else:
+                state.reported.pop(subject, None)
+        pod_status.append(entry)
+    condition = conditions.models_ready(
+        pods=len(reports),
+        answered=sum(report.error is None for report in reports),
+        failed=failed,
+        loading=loading,
+        models=loaded,
+        devices=devices,
+        generation=generation,
+    )
+    return condition, pod_status[:MAX_PODS_IN_STATUS]
 
 
 async def remove_children(api: kube.Api, body: kopf.Body) -> list[str]:

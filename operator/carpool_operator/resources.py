@@ -20,11 +20,13 @@ the API server added (defaults, status, other managers' fields).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from carpool_operator import spec
+from carpool_operator import quantity, spec
 
 __all__ = [
     "POLICY_LABEL",
@@ -37,11 +39,14 @@ __all__ = [
     "config_map_name",
     "contains",
     "is_policy_pod",
+    "model_volumes",
     "pod_address",
+    "pod_ip",
     "secret_name",
     "selector_labels",
     "token_digest",
     "token_from_secret",
+    "workers",
 ]
 
 POLICY_LABEL = "carpool.dev/policy"
@@ -57,6 +62,7 @@ CONTAINER_NAME = "serving"
 PORT_NAME = "http"
 INFERENCE_PATHS: tuple[tuple[str, str], ...] = (
     ("/predict", "Prefix"),  # /predict, /predict/trained, /predict/batch
+    ("/v2", "Prefix"),  # the Open Inference Protocol: /v2, /v2/health/*, /v2/models/...
     ("/models/status", "Exact"),
     ("/batching/stats", "Exact"),
     ("/health", "Exact"),
@@ -139,6 +145,115 @@ def _probe(period_s: int, timeout_s: int, failures: int) -> dict[str, Any]:
     }
 
 
+MODEL_COPY_MOUNT = "/carpool-model"
+"""Where a model image's init container sees the emptyDir it copies the model into."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelVolumes:
+    """What the pod needs to see its models' sources: volumes, mounts, copying init containers."""
+
+    volumes: tuple[dict[str, Any], ...] = ()
+    mounts: tuple[dict[str, Any], ...] = ()
+    init_containers: tuple[dict[str, Any], ...] = ()
+
+
+def _dns_label(text: str, taken: set[str]) -> str:
+    """A volume or container name from `text`: a DNS label of at most 63 characters, unique."""
+    base = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:56].strip("-") or "x"
+    name, counter = base, 1
+    while name in taken:
+        counter += 1
+        name = f"{base}-{counter}"
+    taken.add(name)
+    return name
+
+
+def model_volumes(policy: spec.PolicySpec) -> ModelVolumes:
+    """The volumes, mounts and init containers that bring each model's source to /models/<name>.
+
+    - pvc: the claim as a read-only volume (one per claim), mounted with the model's subPath;
+    - image, initContainer: an emptyDir the image's own `cp` fills before the server starts;
+    - image, imageVolume: a Kubernetes image volume (read-only), with the path as subPath.
+    """
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    inits: list[dict[str, Any]] = []
+    taken = {str(volume.get("name")) for volume in policy.serving.volumes}
+    claims: dict[str, str] = {}
+    init_names: set[str] = set()
+    for model in policy.models:
+        source = model.source
+        mount: dict[str, Any] = {"mountPath": model.mount_path, "readOnly": True}
+        if isinstance(source, spec.PvcSource):
+            if source.claim_name not in claims:
+                claims[source.claim_name] = _dns_label(f"pvc-{source.claim_name}", taken)
+                volumes.append(
+                    {
+                        "name": claims[source.claim_name],
+                        "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True},
+                    }
+                )
+            mount["name"] = claims[source.claim_name]
+            if source.sub_path:
+                mount["subPath"] = source.sub_path
+        elif isinstance(source, spec.ImageSource) and source.method == "imageVolume":
+            image: dict[str, Any] = {"reference": source.reference}
+            if source.pull_policy:
+                image["pullPolicy"] = source.pull_policy
+            mount["name"] = _dns_label(f"model-{model.name}", taken)
+            volumes.append({"name": mount["name"], "image": image})
+            if source.path != "/":
+                mount["subPath"] = source.path.lstrip("/")
+        elif isinstance(source, spec.ImageSource):
+            mount["name"] = _dns_label(f"model-{model.name}", taken)
+            volumes.append({"name": mount["name"], "emptyDir": {}})
+            init: dict[str, Any] = {
+                "name": _dns_label(f"copy-model-{model.name}", init_names),
+                "image": source.reference,
+                "command": ["cp", "-R", f"{source.path.rstrip('/')}/.", f"{MODEL_COPY_MOUNT}/"],
+                "volumeMounts": [{"name": mount["name"], "mountPath": MODEL_COPY_MOUNT}],
+                "securityContext": {"allowPrivilegeEscalation": False},
+            }
+            if source.pull_policy:
+                init["imagePullPolicy"] = source.pull_policy
+            inits.append(init)
+        else:
+            continue
+        mounts.append({"name": mount.pop("name"), **mount})
+    return ModelVolumes(tuple(volumes), tuple(mounts), tuple(inits))
+
+
+def workers(policy: spec.PolicySpec) -> int | None:
+    """CARPOOL_WORKERS for the pods: spec.serving.workers, or for `auto` the CPU request rounded
+    down (at least 1); None when auto and no CPU request (the pod then goes by its CPU limit)."""
+    if policy.serving.workers is not None:
+        return policy.serving.workers
+    request = (policy.serving.resources.get("requests") or {}).get("cpu")
+    if request is None:
+        return None
+    return max(1, int(quantity.parse(request)))
+
+
+def _container_resources(serving: spec.ServingSpec) -> dict[str, Any]:
+    """spec.serving.resources (canonical already) plus the GPUs of spec.serving.gpu."""
+    result = {section: dict(values) for section, values in serving.resources.items()}
+    if serving.gpu is not None:
+        result.setdefault("limits", {})[serving.gpu.resource_name] = quantity.canonical(serving.gpu.count)
+    return result
+
+
+def _tolerations(serving: spec.ServingSpec) -> list[dict[str, Any]]:
+    """spec.serving.tolerations, then the GPU's: its own and the taint GPU node pools carry."""
+    result = [dict(toleration) for toleration in serving.tolerations]
+    if serving.gpu is not None:
+        usual = {"key": serving.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+        for toleration in (*serving.gpu.tolerations, usual):
+            if dict(toleration) not in result:
+                result.append(dict(toleration))
+    return result
+
+
 def build_deployment(
     policy: spec.PolicySpec,
     *,
@@ -147,7 +262,8 @@ def build_deployment(
     replicas: int,
     image_pull_secrets: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The serving pods. `image` is spec.serving.image or the operator's default."""
+    """The serving pods. `image` is spec.serving.image or the operator's default (its GPU image
+    for a policy with spec.serving.gpu)."""
     serving = policy.serving
     env: list[dict[str, Any]] = [
         {"name": "CARPOOL_HOST", "value": "0.0.0.0"},
@@ -160,7 +276,16 @@ def build_deployment(
     if policy.models:
         models = ",".join(f"{model.name}={model.path}" for model in policy.models)
         env.append({"name": "CARPOOL_MODELS", "value": models})
+        runtimes = ",".join(f"{m.name}={m.runtime}" for m in policy.models if m.runtime != "auto")
+        if runtimes:
+            env.append({"name": "CARPOOL_MODEL_RUNTIMES", "value": runtimes})
+    worker_count = workers(policy)
+    if worker_count is not None:
+        env.append({"name": "CARPOOL_WORKERS", "value": str(worker_count)})
+    if serving.gpu is not None:
+        env.append({"name": "CARPOOL_DEVICE", "value": "cuda"})
     env.extend(dict(item) for item in serving.env)
+    sources = model_volumes(policy)
 
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -168,7 +293,7 @@ def build_deployment(
         "ports": [{"name": PORT_NAME, "containerPort": serving.port, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": config_map_name(policy.name)}}],
         "env": env,
-        "resources": dict(serving.resources),
+        "resources": _container_resources(serving),
         # Loading and warming the models may take minutes: the startup probe allows 10.
         "startupProbe": _probe(period_s=5, timeout_s=3, failures=120),
         "readinessProbe": _probe(period_s=5, timeout_s=3, failures=3),
@@ -177,16 +302,22 @@ def build_deployment(
     }
     if serving.image_pull_policy:
         container["imagePullPolicy"] = serving.image_pull_policy
-    if serving.volume_mounts:
-        container["volumeMounts"] = [dict(mount) for mount in serving.volume_mounts]
+    mounts = [*sources.mounts, *(dict(mount) for mount in serving.volume_mounts)]
+    if mounts:
+        container["volumeMounts"] = mounts
 
     pod_spec: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 30}
-    if serving.volumes:
-        pod_spec["volumes"] = [dict(volume) for volume in serving.volumes]
-    if serving.node_selector:
-        pod_spec["nodeSelector"] = dict(serving.node_selector)
-    if serving.tolerations:
-        pod_spec["tolerations"] = [dict(toleration) for toleration in serving.tolerations]
+    if sources.init_containers:
+        pod_spec["initContainers"] = list(sources.init_containers)
+    volumes = [*sources.volumes, *(dict(volume) for volume in serving.volumes)]
+    if volumes:
+        pod_spec["volumes"] = volumes
+    node_selector = {**serving.node_selector, **(serving.gpu.node_selector if serving.gpu else {})}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = _tolerations(serving)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     if image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": name} for name in image_pull_secrets]
 
@@ -268,6 +399,12 @@ def is_policy_pod(pod: Mapping[str, Any], policy_name: str) -> bool:
     metadata = pod.get("metadata") or {}
     labels = metadata.get("labels") or {}
     return labels.get(POLICY_LABEL) == policy_name and not metadata.get("deletionTimestamp")
+
+
+def pod_ip(pod: Mapping[str, Any]) -> str | None:
+    """The pod's IP, ready or not (a pod whose model failed answers /models/status unready)."""
+    ip = (pod.get("status") or {}).get("podIP")
+    return ip if isinstance(ip, str) and ip else None
 
 
 def pod_address(pod: Mapping[str, Any]) -> str | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import kopf
 
 __all__ = [
+    "DEFAULT_SERVING_GPU_IMAGE",
     "DEFAULT_SERVING_IMAGE",
     "FIELD_PREFIX",
     "OperatorConfig",
@@ -25,6 +26,10 @@ __all__ = [
 
 DEFAULT_SERVING_IMAGE = "ghcr.io/carpool-dev/carpool-serving:0.1.0"
 """The image a policy's pods run when neither spec.serving.image nor CARPOOL_SERVING_IMAGE says."""
+
+DEFAULT_SERVING_GPU_IMAGE = "ghcr.io/carpool-dev/carpool-serving:0.1.0-cuda"
+"""The CUDA build of the serving image (Dockerfile.serving with a CUDA TORCH_INDEX_URL), which the
+pods of a policy with spec.serving.gpu run unless spec.serving.image or CARPOOL_SERVING_GPU_IMAGE says."""
 
 FIELD_PREFIX = "carpool.dev"
 """Prefix of the operator's labels, annotations and finalizer."""
@@ -36,6 +41,10 @@ class OperatorConfig:
 
     serving_image: str = DEFAULT_SERVING_IMAGE
     """Image of the serving pods when a policy's spec.serving.image is empty (CARPOOL_SERVING_IMAGE)."""
+
+    serving_gpu_image: str = DEFAULT_SERVING_GPU_IMAGE
+    """Image of the serving pods of a policy with spec.serving.gpu, when spec.serving.image is empty
+    (CARPOOL_SERVING_GPU_IMAGE): a build with CUDA torch."""
 
     image_pull_secrets: tuple[str, ...] = ()
     """Secrets the serving pods pull their image with (CARPOOL_IMAGE_PULL_SECRETS, comma separated)."""
@@ -52,6 +61,10 @@ class OperatorConfig:
     push_timeout_s: float = 5.0
     """Per pod and per HTTP call of a config push (POST /batching/configure, GET /batching/stats)."""
 
+    api_timeout_s: float = 30.0
+    """Per call to the Kubernetes API (CARPOOL_OPERATOR_API_TIMEOUT_SECONDS); a call that takes longer
+    fails the pass, which is retried with back-off."""
+
     retry_base_delay_s: float = 2.0
     """First retry delay of a failed reconcile; it doubles at each retry up to retry_max_delay_s."""
 
@@ -66,6 +79,7 @@ class OperatorConfig:
             "resync_interval_s",
             "autoscale_interval_s",
             "push_timeout_s",
+            "api_timeout_s",
             "retry_base_delay_s",
             "retry_max_delay_s",
         ):
@@ -81,13 +95,16 @@ class OperatorConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> OperatorConfig:
-        """Read CARPOOL_SERVING_IMAGE, CARPOOL_IMAGE_PULL_SECRETS, CARPOOL_OPERATOR_RESYNC_SECONDS,
-        CARPOOL_OPERATOR_PUSH_TIMEOUT_SECONDS, CARPOOL_OPERATOR_AUTOSCALE_SECONDS and KUBECONFIG;
+        """Read CARPOOL_SERVING_IMAGE, CARPOOL_SERVING_GPU_IMAGE, CARPOOL_IMAGE_PULL_SECRETS,
+        CARPOOL_OPERATOR_RESYNC_SECONDS, CARPOOL_OPERATOR_PUSH_TIMEOUT_SECONDS,
+        CARPOOL_OPERATOR_AUTOSCALE_SECONDS, CARPOOL_OPERATOR_API_TIMEOUT_SECONDS and KUBECONFIG;
         keyword overrides win when not None."""
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
         if environ.get("CARPOOL_SERVING_IMAGE", "").strip():
             values["serving_image"] = environ["CARPOOL_SERVING_IMAGE"].strip()
+        if environ.get("CARPOOL_SERVING_GPU_IMAGE", "").strip():
+            values["serving_gpu_image"] = environ["CARPOOL_SERVING_GPU_IMAGE"].strip()
         secrets = [s.strip() for s in environ.get("CARPOOL_IMAGE_PULL_SECRETS", "").split(",") if s.strip()]
         if secrets:
             values["image_pull_secrets"] = tuple(secrets)
@@ -95,6 +112,7 @@ class OperatorConfig:
             ("CARPOOL_OPERATOR_RESYNC_SECONDS", "resync_interval_s"),
             ("CARPOOL_OPERATOR_PUSH_TIMEOUT_SECONDS", "push_timeout_s"),
             ("CARPOOL_OPERATOR_AUTOSCALE_SECONDS", "autoscale_interval_s"),
+            ("CARPOOL_OPERATOR_API_TIMEOUT_SECONDS", "api_timeout_s"),
         ):
             raw = environ.get(env_name, "").strip()
             if raw:

@@ -16,27 +16,36 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
+from carpool_operator import quantity
 from serving import settings as serving_settings
 
 __all__ = [
+    "DEFAULT_GPU_RESOURCE",
+    "EMBEDDED_PREFIX",
     "GROUP",
     "KIND",
     "MAX_NAME_LENGTH",
+    "MODELS_ROOT",
     "PLURAL",
     "RESERVED_ENV",
     "RESOURCE",
+    "RUNTIMES",
     "VERSION",
     "AutoscalingSpec",
+    "GpuSpec",
+    "ImageSource",
     "IngressSpec",
     "InvalidSpec",
     "ModelRef",
     "PolicySpec",
+    "PvcSource",
     "ServingSpec",
     "parse",
 ]
@@ -67,10 +76,40 @@ BATCHING_FIELD_PATHS: dict[str, str] = {
 """Where each BatchingConfig field lives in the custom resource."""
 
 RESERVED_ENV = frozenset(
-    {"CARPOOL_ADMIN_TOKEN", "CARPOOL_MODELS", "CARPOOL_HOST", "CARPOOL_PORT"}
+    {
+        "CARPOOL_ADMIN_TOKEN",
+        "CARPOOL_MODELS",
+        "CARPOOL_MODEL_RUNTIMES",
+        "CARPOOL_WORKERS",
+        "CARPOOL_HOST",
+        "CARPOOL_PORT",
+    }
     | set(serving_settings.ENV_BY_FIELD.values())
 )
-"""Variables the operator sets on the pods; spec.serving.env may not override them."""
+"""Variables the operator sets on the pods; spec.serving.env may not override them (nor
+CARPOOL_DEVICE when spec.serving.gpu is set: a GPU pod always runs with CARPOOL_DEVICE=cuda)."""
+
+MODELS_ROOT = "/models"
+"""Where a model with a source is mounted in the serving container: /models/<name>."""
+
+EMBEDDED_PREFIX = "embedded:"
+"""A model path the serving image provides itself (`embedded:minilm`), needing no volume."""
+
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+"""spec.models[].runtime; `auto` lets the pod choose (CARPOOL_MODEL_RUNTIMES omits it)."""
+
+IMAGE_METHODS = ("initContainer", "imageVolume")
+"""How a model image reaches the pod: copied by an init container, or mounted as an image volume."""
+
+DEFAULT_IMAGE_PATH = "/model"
+"""Where a model image holds the model files unless spec.models[].source.image.path says."""
+
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+GPU_RESOURCES = frozenset({"nvidia.com/gpu", "amd.com/gpu"})
+"""Extended resources that mean a GPU: asked for in spec.serving.resources they would give the
+pod a GPU without CUDA in its image or CARPOOL_DEVICE=cuda, so spec.serving.gpu must say so."""
+
+_MAX_WORKERS = 256
 
 
 class InvalidSpec(ValueError):
@@ -78,9 +117,45 @@ class InvalidSpec(ValueError):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PvcSource:
+    """spec.models[].source.pvc: a PersistentVolumeClaim mounted read-only."""
+
+    claim_name: str
+    sub_path: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImageSource:
+    """spec.models[].source.image: an OCI image holding the model files under `path`."""
+
+    reference: str
+    path: str = DEFAULT_IMAGE_PATH
+    pull_policy: str | None = None
+    method: str = "initContainer"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ModelRef:
     name: str
     path: str
+    """The model's directory in the serving container (or `embedded:NAME`)."""
+    source: PvcSource | ImageSource | None = None
+    runtime: str = "auto"
+
+    @property
+    def mount_path(self) -> str:
+        """Where the model's source is mounted (meaningful when it has one)."""
+        return f"{MODELS_ROOT}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GpuSpec:
+    """spec.serving.gpu: GPUs per pod, the extended resource that counts them, where they are."""
+
+    count: int = 1
+    resource_name: str = DEFAULT_GPU_RESOURCE
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,6 +170,9 @@ class ServingSpec:
     tolerations: tuple[Mapping[str, Any], ...] = ()
     volumes: tuple[Mapping[str, Any], ...] = ()
     volume_mounts: tuple[Mapping[str, Any], ...] = ()
+    gpu: GpuSpec | None = None
+    workers: int | None = None
+    """HTTP worker processes per pod; None means auto (from the CPU request)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -147,12 +225,15 @@ def parse(spec: Mapping[str, Any], *, name: str, namespace: str) -> PolicySpec:
             f"(it names the policy's Service), got {name!r}"
         )
     _mapping(spec, "spec")
+    serving = _serving(_mapping(spec.get("serving"), "spec.serving"))
+    models = _models(spec.get("models"), "spec.models")
+    _check_model_paths(models, serving)
     return PolicySpec(
         name=name,
         namespace=namespace,
         batching=_batching(spec),
-        models=_models(spec.get("models"), "spec.models"),
-        serving=_serving(_mapping(spec.get("serving"), "spec.serving")),
+        models=models,
+        serving=serving,
         ingress=_ingress(_mapping(spec.get("ingress"), "spec.ingress")),
         autoscaling=_autoscaling(_mapping(spec.get("autoscaling"), "spec.autoscaling")),
     )
@@ -197,16 +278,95 @@ def _models(raw: Any, path: str) -> tuple[ModelRef, ...]:
         where = f"{path}[{index}]"
         item = _mapping(item, where)
         model_name = _str(item.get("name"), f"{where}.name", required=True)
-        model_path = _str(item.get("path"), f"{where}.path", required=True)
-        assert model_name is not None and model_path is not None
-        if not _MODEL_NAME.match(model_name):
+        assert model_name is not None
+        if not _MODEL_NAME.match(model_name) or len(model_name) > 63:
             raise InvalidSpec(f"{where}.name must match {_MODEL_NAME.pattern}, got {model_name!r}")
-        if "," in model_path or "=" in model_path:
-            raise InvalidSpec(f"{where}.path may not contain ',' or '=', got {model_path!r}")
         if any(model.name == model_name for model in models):
             raise InvalidSpec(f"{where}.name repeats the model name {model_name!r}")
-        models.append(ModelRef(model_name, model_path))
+        source = _source(_mapping(item.get("source"), f"{where}.source"), f"{where}.source")
+        mount = f"{MODELS_ROOT}/{model_name}"
+        model_path = _str(item.get("path"), f"{where}.path", required=source is None) or mount
+        if "," in model_path or "=" in model_path:
+            raise InvalidSpec(f"{where}.path may not contain ',' or '=', got {model_path!r}")
+        if not model_path.startswith(EMBEDDED_PREFIX):
+            if not model_path.startswith("/"):
+                raise InvalidSpec(f"{where}.path must be an absolute path in the pod, got {model_path!r}")
+            model_path = posixpath.normpath(model_path)
+        if source is not None and not _under(model_path, mount):
+            raise InvalidSpec(
+                f"{where}.path {model_path!r} of model {model_name!r} must lie under {mount}, "
+                "where its source is mounted (or be left out)"
+            )
+        runtime = _str(item.get("runtime"), f"{where}.runtime") or "auto"
+        if runtime not in RUNTIMES:
+            raise InvalidSpec(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        models.append(ModelRef(model_name, model_path, source, runtime))
     return tuple(models)
+
+
+def _source(raw: Mapping[str, Any], path: str) -> PvcSource | ImageSource | None:
+    kinds = [key for key in ("pvc", "image") if raw.get(key) is not None]
+    if len(kinds) > 1:
+        raise InvalidSpec(f"{path} must give one of pvc or image, got both")
+    if not kinds:
+        return None
+    if kinds == ["pvc"]:
+        pvc = _mapping(raw["pvc"], f"{path}.pvc")
+        claim = _str(pvc.get("claimName"), f"{path}.pvc.claimName", required=True)
+        assert claim is not None
+        sub_path = _str(pvc.get("subPath"), f"{path}.pvc.subPath")
+        if sub_path is not None and (sub_path.startswith("/") or ".." in sub_path.split("/")):
+            raise InvalidSpec(f"{path}.pvc.subPath must be a relative path without '..', got {sub_path!r}")
+        return PvcSource(claim, sub_path)
+    image = _mapping(raw["image"], f"{path}.image")
+    reference = _str(image.get("reference"), f"{path}.image.reference", required=True)
+    assert reference is not None
+    inside = _str(image.get("path"), f"{path}.image.path") or DEFAULT_IMAGE_PATH
+    if not inside.startswith("/") or ".." in inside.split("/"):
+        raise InvalidSpec(f"{path}.image.path must be an absolute path without '..', got {inside!r}")
+    method = _str(image.get("method"), f"{path}.image.method") or IMAGE_METHODS[0]
+    if method not in IMAGE_METHODS:
+        raise InvalidSpec(f"{path}.image.method must be one of {', '.join(IMAGE_METHODS)}, got {method!r}")
+    pull_policy = _str(image.get("pullPolicy"), f"{path}.image.pullPolicy")
+    if pull_policy is not None and pull_policy not in ("Always", "IfNotPresent", "Never"):
+        raise InvalidSpec(
+            f"{path}.image.pullPolicy must be Always, IfNotPresent or Never, got {pull_policy!r}"
+        )
+    return ImageSource(reference, posixpath.normpath(inside), pull_policy, method)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _check_model_paths(models: Sequence[ModelRef], serving: ServingSpec) -> None:
+    """Every model's path must come from somewhere: its source, a mounted volume, the embedded
+    model, or a serving image of the user's own (spec.serving.image)."""
+    volumes = {volume.get("name") for volume in serving.volumes}
+    mounts = [
+        posixpath.normpath(str(mount.get("mountPath")))
+        for mount in serving.volume_mounts
+        if mount.get("name") in volumes and isinstance(mount.get("mountPath"), str)
+    ]
+    for index, model in enumerate(models):
+        where = f"spec.models[{index}]"
+        if model.source is not None:
+            for mount in mounts:
+                if _under(mount, model.mount_path):
+                    raise InvalidSpec(
+                        f"spec.serving.volumeMounts mounts {mount}, where model {model.name!r} "
+                        f"({where}.source) is mounted at {model.mount_path}"
+                    )
+            continue
+        if model.path.startswith(EMBEDDED_PREFIX) or any(_under(model.path, mount) for mount in mounts):
+            continue
+        if serving.image is not None:
+            continue  # a serving image of the user's own may hold the model; nothing to check it by
+        raise InvalidSpec(
+            f"{where}.path {model.path} of model {model.name!r} is provided by no source or volume: "
+            f"give {where}.source (pvc or image), or mount a volume of spec.serving.volumes there "
+            "with spec.serving.volumeMounts"
+        )
 
 
 def _serving(raw: Mapping[str, Any]) -> ServingSpec:
@@ -220,18 +380,81 @@ def _serving(raw: Mapping[str, Any]) -> ServingSpec:
                 "(use spec.strategy, spec.batching, spec.adaptive or spec.models instead)"
             )
     node_selector = _mapping(raw.get("nodeSelector"), "spec.serving.nodeSelector")
+    resources = _resources(_mapping(raw.get("resources"), "spec.serving.resources"))
+    gpu = None if raw.get("gpu") is None else _gpu(_mapping(raw.get("gpu"), "spec.serving.gpu"))
+    for section in ("limits", "requests"):
+        for resource in resources.get(section, {}):
+            named = resource in GPU_RESOURCES or (gpu is not None and resource == gpu.resource_name)
+            if named:
+                raise InvalidSpec(
+                    f"spec.serving.resources.{section} asks for {resource}: ask for GPUs with "
+                    "spec.serving.gpu, which also gives the pods the GPU image and CARPOOL_DEVICE=cuda"
+                )
+    if gpu is not None:
+        for index, item in enumerate(env):
+            if item.get("name") == "CARPOOL_DEVICE":
+                raise InvalidSpec(
+                    f"spec.serving.env[{index}] sets CARPOOL_DEVICE, which spec.serving.gpu sets to cuda"
+                )
     return ServingSpec(
         image=_str(raw.get("image"), "spec.serving.image") or None,
         image_pull_policy=_str(raw.get("imagePullPolicy"), "spec.serving.imagePullPolicy") or None,
         replicas=_int(raw.get("replicas"), "spec.serving.replicas", defaults.replicas, 0, 1000),
         port=_int(raw.get("port"), "spec.serving.port", defaults.port, 1, 65535),
-        resources=_mapping(raw.get("resources"), "spec.serving.resources"),
+        resources=resources,
         env=env,
         node_selector={str(key): str(value) for key, value in node_selector.items()},
         tolerations=_mappings(raw.get("tolerations"), "spec.serving.tolerations"),
         volumes=_mappings(raw.get("volumes"), "spec.serving.volumes"),
         volume_mounts=_mappings(raw.get("volumeMounts"), "spec.serving.volumeMounts"),
+        gpu=gpu,
+        workers=_workers(raw.get("workers")),
     )
+
+
+def _resources(raw: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """spec.serving.resources with every quantity in canonical form (as the API server stores it)."""
+    result: dict[str, dict[str, str]] = {}
+    for section in ("limits", "requests"):
+        values = _mapping(raw.get(section), f"spec.serving.resources.{section}")
+        canonical = {}
+        for resource, value in values.items():
+            try:
+                canonical[str(resource)] = quantity.canonical(value)
+            except quantity.InvalidQuantity as exc:
+                raise InvalidSpec(f"spec.serving.resources.{section}.{resource}: {exc}") from None
+        if canonical:
+            result[section] = canonical
+    return result
+
+
+def _gpu(raw: Mapping[str, Any]) -> GpuSpec:
+    count = _int(raw.get("count"), "spec.serving.gpu.count", 1, 1, 64)
+    resource_name = _str(raw.get("resourceName"), "spec.serving.gpu.resourceName") or DEFAULT_GPU_RESOURCE
+    if not re.match(
+        r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", resource_name
+    ):
+        raise InvalidSpec(
+            f"spec.serving.gpu.resourceName must be an extended resource such as nvidia.com/gpu, "
+            f"got {resource_name!r}"
+        )
+    node_selector = _mapping(raw.get("nodeSelector"), "spec.serving.gpu.nodeSelector")
+    return GpuSpec(
+        count=count,
+        resource_name=resource_name,
+        node_selector={str(key): str(value) for key, value in node_selector.items()},
+        tolerations=_mappings(raw.get("tolerations"), "spec.serving.gpu.tolerations"),
+    )
+
+
+def _workers(raw: Any) -> int | None:
+    if raw is None or raw == "auto":
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= _MAX_WORKERS:
+        raise InvalidSpec(
+            f'spec.serving.workers must be an integer from 1 to {_MAX_WORKERS} or "auto", got {raw!r}'
+        )
+    return raw
 
 
 def _ingress(raw: Mapping[str, Any]) -> IngressSpec:

@@ -118,6 +118,29 @@ def test_one_operator_runs_at_a_time() -> None:
 
 
 @pytest.mark.parametrize(
+    ("values", "gpu_image"),
+    [
+        pytest.param({}, "ghcr.io/carpool-dev/carpool-serving:{app}-cuda", id="cuda-tag-by-default"),
+        pytest.param(
+            {"serving": {"gpuImage": {"repository": "reg/serving", "tag": "2-cu128"}}},
+            "reg/serving:2-cu128",
+            id="tag",
+        ),
+        pytest.param(
+            {"serving": {"gpuImage": {"digest": "sha256:" + "b" * 64}}},
+            "ghcr.io/carpool-dev/carpool-serving@sha256:" + "b" * 64,
+            id="digest",
+        ),
+    ],
+)
+def test_the_gpu_serving_image_reaches_the_operator(values: dict[str, Any], gpu_image: str) -> None:
+    app_version = rendering.chart().metadata["appVersion"]
+    container = rendering.operator_container(list(rendering.objects_of(rendering.render(values))))
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["CARPOOL_SERVING_GPU_IMAGE"] == gpu_image.format(app=app_version)
+
+
+@pytest.mark.parametrize(
     ("values", "operator_image", "serving_image"),
     [
         pytest.param(

@@ -192,6 +192,29 @@ INVALID = [
     ),
     pytest.param(_policy(models=[{"name": "bert"}]), "path", True, id="model-without-path"),
     pytest.param(_policy(models=[{"name": "a=b", "path": "/m"}]), "name", True, id="model-name-with-equals"),
+    pytest.param(
+        _policy(
+            models=[{"name": "a", "source": {"pvc": {"claimName": "m"}, "image": {"reference": "r/m:1"}}}]
+        ),
+        "pvc or image",
+        True,
+        id="model-with-two-sources",
+    ),
+    pytest.param(
+        _policy(models=[{"name": "a", "source": {"image": {"reference": "r/m:1", "method": "copy"}}}]),
+        "method",
+        True,
+        id="unknown-image-method",
+    ),
+    pytest.param(
+        _policy(models=[{"name": "a", "path": "/m", "runtime": "tensorrt"}]),
+        "runtime",
+        True,
+        id="unknown-runtime",
+    ),
+    pytest.param(_policy(serving={"workers": "many"}), "workers", True, id="workers-not-auto"),
+    pytest.param(_policy(serving={"workers": 0}), "workers", True, id="zero-workers"),
+    pytest.param(_policy(serving={"gpu": {"count": 0}}), "count", True, id="zero-gpus"),
     pytest.param(_policy(serving={"port": 70000}), "port", True, id="port-out-of-range"),
     pytest.param(_policy(serving={"replicas": -1}), "replicas", True, id="negative-replicas"),
     pytest.param(_policy(ingress={"path": "predict"}), "path", True, id="relative-ingress-path"),

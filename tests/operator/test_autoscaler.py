@@ -44,7 +44,7 @@ def policy(name: str, url: str, query: str, *, replicas: int = 1, **autoscaling:
     return {
         "metadata": {"name": name},
         "spec": {
-            "models": [{"name": "tiny", "path": "/models/tiny"}],
+            "models": [{"name": "tiny", "source": {"pvc": {"claimName": "models"}}}],
             "serving": {"replicas": replicas},
             "autoscaling": {
                 "enabled": True,

@@ -88,7 +88,7 @@ def policy(prometheus_url: str) -> dict[str, Any]:
     return {
         "metadata": {"name": NAME},
         "spec": {
-            "models": [{"name": "tiny", "path": "/models/tiny"}],
+            "models": [{"name": "tiny", "source": {"pvc": {"claimName": "models"}}}],
             "strategy": "batch_optimized",
             "batching": {"maxBatchSize": 64, "minBatchSize": 64, "maxWaitTimeMs": 1000},
             "autoscaling": {

@@ -51,7 +51,7 @@ def _token(secret: dict[str, Any]) -> str:
 
 async def test_a_policy_gets_owned_children(server: k8s.ApiServer) -> None:
     spec = {
-        "models": [{"name": "phishing", "path": "/models/phishing"}],
+        "models": [{"name": "phishing", "source": {"pvc": {"claimName": "models", "subPath": "phishing"}}}],
         "strategy": "batch_optimized",
         "batching": {"maxBatchSize": 16, "maxWaitTimeMs": 40},
         "serving": {"replicas": 2, "port": 8080},
@@ -87,6 +87,11 @@ async def test_a_policy_gets_owned_children(server: k8s.ApiServer) -> None:
     assert container["envFrom"] == [{"configMapRef": {"name": "demo-config"}}]
     env = {item["name"]: item for item in container["env"]}
     assert env["CARPOOL_MODELS"]["value"] == "phishing=/models/phishing"
+    [volume] = template["spec"]["volumes"]
+    assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert container["volumeMounts"] == [
+        {"name": volume["name"], "mountPath": "/models/phishing", "readOnly": True, "subPath": "phishing"}
+    ]
     assert env["CARPOOL_ADMIN_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "demo-admin", "key": "token"}}
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     paths = [path["path"] for path in ingress["spec"]["rules"][0]["http"]["paths"]]

@@ -78,11 +78,18 @@ async def test_a_strategy_change_is_pushed_live_and_a_restarted_pod_corrected(
     await server.create(kube.SECRETS, NS, {"metadata": {"name": f"{NAME}-admin"}, "data": {"token": token}})
     for suffix, pod in zip("ab", serving_pods, strict=True):
         await server.create(kube.PODS, NS, k8s.ready_pod(f"{NAME}-{suffix}", NAME, pod.host))
+    # The pods read the model from the node's disk: a hostPath volume mounted where it lies.
+    volume = {"name": "models", "hostPath": {"path": str(tiny_bert.parent)}}
     spec = {
         "models": [{"name": "tiny", "path": str(tiny_bert)}],
         "strategy": "batch_optimized",
         "batching": {"maxBatchSize": 8, "maxWaitTimeMs": 20},
-        "serving": {"replicas": 2, "port": pod_port},
+        "serving": {
+            "replicas": 2,
+            "port": pod_port,
+            "volumes": [volume],
+            "volumeMounts": [{"name": "models", "mountPath": str(tiny_bert.parent), "readOnly": True}],
+        },
     }
     await server.create(kube.POLICIES, NS, {"metadata": {"name": NAME}, "spec": spec})
 

@@ -72,8 +72,17 @@ def test_a_secret_without_a_usable_token_has_none(secret: dict[str, Any]) -> Non
     assert resources.token_from_secret(secret) is None
 
 
+MODELS_VOLUME = {
+    "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": "m"}}],
+    "volumeMounts": [{"name": "m", "mountPath": "/m"}],
+}
+
+
 def test_the_deployment_runs_carpool_serve_as_the_guide_configures_it() -> None:
-    p = policy(models=[{"name": "a", "path": "/m/a"}, {"name": "b", "path": "/m/b"}], serving={"port": 9000})
+    p = policy(
+        models=[{"name": "a", "path": "/m/a"}, {"name": "b", "path": "/m/b"}],
+        serving={"port": 9000, **MODELS_VOLUME},
+    )
     built = deployment(p, image_pull_secrets=["regcred"])
     template = built["spec"]["template"]
     assert built["spec"]["selector"]["matchLabels"] == {
@@ -144,10 +153,10 @@ def test_pod_placement_and_volumes(raw: dict[str, Any], field: str, expected: An
     [
         pytest.param({}, "resources", {}, id="no-resources"),
         pytest.param(
-            {"serving": {"resources": {"limits": {"nvidia.com/gpu": 1}}}},
+            {"serving": {"resources": {"requests": {"cpu": 0.5, "memory": "1024Mi"}, "limits": {"cpu": 2}}}},
             "resources",
-            {"limits": {"nvidia.com/gpu": 1}},
-            id="gpu",
+            {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2"}},
+            id="canonical-quantities",
         ),
         pytest.param({}, "imagePullPolicy", None, id="default-pull-policy"),
         pytest.param(
@@ -181,11 +190,17 @@ def test_the_service_selects_the_pods() -> None:
     ("ingress", "paths"),
     [
         pytest.param(
-            {"enabled": True}, ["/predict", "/models/status", "/batching/stats", "/health"], id="root"
+            {"enabled": True}, ["/predict", "/v2", "/models/status", "/batching/stats", "/health"], id="root"
         ),
         pytest.param(
             {"enabled": True, "path": "/classify/"},
-            ["/classify/predict", "/classify/models/status", "/classify/batching/stats", "/classify/health"],
+            [
+                "/classify/predict",
+                "/classify/v2",
+                "/classify/models/status",
+                "/classify/batching/stats",
+                "/classify/health",
+            ],
             id="prefix",
         ),
     ],
@@ -257,3 +272,88 @@ def test_policy_pods_are_found_by_label_and_not_terminating() -> None:
 )
 def test_drift_check(live: dict[str, Any], desired: dict[str, Any], contained: bool) -> None:
     assert resources.contains(live, desired) is contained
+
+
+def test_model_sources_become_volumes_mounts_and_init_containers() -> None:
+    p = policy(
+        models=[
+            {"name": "phishing", "source": {"pvc": {"claimName": "models", "subPath": "phishing"}}},
+            {"name": "spam_v2", "source": {"pvc": {"claimName": "models"}}, "runtime": "onnx-int8"},
+            {"name": "pi", "source": {"image": {"reference": "r/pi:1", "pullPolicy": "Always"}}},
+            {
+                "name": "tox",
+                "source": {"image": {"reference": "r/tox:1", "method": "imageVolume", "path": "/"}},
+            },
+        ]
+    )
+    pod = deployment(p)["spec"]["template"]["spec"]
+    serving = container(deployment(p))
+    assert pod["volumes"] == [
+        {"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}},
+        {"name": "model-pi", "emptyDir": {}},
+        {"name": "model-tox", "image": {"reference": "r/tox:1"}},
+    ]
+    assert serving["volumeMounts"] == [
+        {"name": "pvc-models", "mountPath": "/models/phishing", "readOnly": True, "subPath": "phishing"},
+        {"name": "pvc-models", "mountPath": "/models/spam_v2", "readOnly": True},
+        {"name": "model-pi", "mountPath": "/models/pi", "readOnly": True},
+        {"name": "model-tox", "mountPath": "/models/tox", "readOnly": True},
+    ]
+    [init] = pod["initContainers"]
+    assert init == {
+        "name": "copy-model-pi",
+        "image": "r/pi:1",
+        "command": ["cp", "-R", "/model/.", "/carpool-model/"],
+        "volumeMounts": [{"name": "model-pi", "mountPath": "/carpool-model"}],
+        "securityContext": {"allowPrivilegeEscalation": False},
+        "imagePullPolicy": "Always",
+    }
+    env = {item["name"]: item["value"] for item in serving["env"] if "value" in item}
+    assert (
+        env["CARPOOL_MODELS"]
+        == "phishing=/models/phishing,spam_v2=/models/spam_v2,pi=/models/pi,tox=/models/tox"
+    )
+    assert env["CARPOOL_MODEL_RUNTIMES"] == "spam_v2=onnx-int8"
+
+
+def test_an_image_volume_mounts_the_models_directory_with_a_sub_path() -> None:
+    p = policy(models=[{"name": "m", "source": {"image": {"reference": "r/m:1", "method": "imageVolume"}}}])
+    [mount] = container(deployment(p))["volumeMounts"]
+    assert mount == {"name": "model-m", "mountPath": "/models/m", "readOnly": True, "subPath": "model"}
+    assert "initContainers" not in deployment(p)["spec"]["template"]["spec"]
+
+
+def test_a_gpu_policy_gets_the_gpu_its_toleration_and_cuda() -> None:
+    gpu = {
+        "count": 2,
+        "nodeSelector": {"pool": "a100"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+    }
+    p = policy(
+        serving={"gpu": gpu, "nodeSelector": {"zone": "a"}, "resources": {"limits": {"memory": "8Gi"}}}
+    )
+    pod = deployment(p)["spec"]["template"]["spec"]
+    serving = container(deployment(p))
+    assert serving["resources"] == {"limits": {"memory": "8Gi", "nvidia.com/gpu": "2"}}
+    assert pod["nodeSelector"] == {"zone": "a", "pool": "a100"}
+    assert pod["tolerations"] == [
+        {"key": "dedicated", "operator": "Exists"},
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    assert {"name": "CARPOOL_DEVICE", "value": "cuda"} in serving["env"]
+    assert not any(item["name"] == "CARPOOL_DEVICE" for item in container(deployment(policy()))["env"])
+
+
+@pytest.mark.parametrize(
+    ("serving", "expected"),
+    [
+        pytest.param({}, None, id="auto-without-cpu-request"),
+        pytest.param({"resources": {"requests": {"cpu": "2500m"}}}, "2", id="auto-rounds-down"),
+        pytest.param({"resources": {"requests": {"cpu": "500m"}}}, "1", id="auto-at-least-one"),
+        pytest.param({"resources": {"limits": {"cpu": 4}}}, None, id="auto-limit-only"),
+        pytest.param({"workers": 3, "resources": {"requests": {"cpu": 8}}}, "3", id="explicit"),
+    ],
+)
+def test_workers(serving: dict[str, Any], expected: str | None) -> None:
+    env = {item["name"]: item.get("value") for item in container(deployment(policy(serving=serving)))["env"]}
+    assert env.get("CARPOOL_WORKERS") == expected

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.unit
 def test_defaults() -> None:
     config = settings.OperatorConfig()
     assert config.serving_image == settings.DEFAULT_SERVING_IMAGE
+    assert config.serving_gpu_image == settings.DEFAULT_SERVING_GPU_IMAGE
+    assert settings.DEFAULT_SERVING_GPU_IMAGE.endswith("-cuda") and config.api_timeout_s == 30.0
     assert (config.resync_interval_s, config.push_timeout_s, config.retries) == (30.0, 5.0, 8)
     assert config.kubeconfig is None and config.image_pull_secrets == ()
 
@@ -26,6 +28,8 @@ def test_from_env() -> None:
     config = settings.OperatorConfig.from_env(
         {
             "CARPOOL_SERVING_IMAGE": "reg/carpool-serving:2",
+            "CARPOOL_SERVING_GPU_IMAGE": " reg/carpool-serving:2-cuda ",
+            "CARPOOL_OPERATOR_API_TIMEOUT_SECONDS": "4",
             "CARPOOL_IMAGE_PULL_SECRETS": "a, b,",
             "CARPOOL_OPERATOR_RESYNC_SECONDS": "12.5",
             "CARPOOL_OPERATOR_PUSH_TIMEOUT_SECONDS": "2",
@@ -34,6 +38,7 @@ def test_from_env() -> None:
         resync_interval_s=None,
     )
     assert config.serving_image == "reg/carpool-serving:2"
+    assert (config.serving_gpu_image, config.api_timeout_s) == ("reg/carpool-serving:2-cuda", 4.0)
     assert config.image_pull_secrets == ("a", "b")
     assert (config.resync_interval_s, config.push_timeout_s) == (12.5, 2.0)
     assert config.kubeconfig == Path("/tmp/k1")

@@ -65,7 +65,12 @@ def test_models_serving_ingress_and_autoscaling() -> None:
                 "env": [{"name": "CARPOOL_DEVICE", "value": "cuda"}],
                 "nodeSelector": {"pool": "gpu"},
                 "tolerations": [{"key": "gpu", "operator": "Exists"}],
-                "resources": {"limits": {"nvidia.com/gpu": 1}},
+                "resources": {"limits": {"memory": "4Gi"}},
+                "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}],
+                "volumeMounts": [
+                    {"name": "models", "mountPath": "/models"},
+                    {"name": "models", "mountPath": "/m", "subPath": "m"},
+                ],
             },
             "ingress": {
                 "enabled": True,
@@ -177,3 +182,122 @@ def test_what_cannot_work_is_refused_naming_the_field(raw: dict[str, Any], name:
     with pytest.raises(spec.InvalidSpec) as caught:
         parse(raw, name=name)
     assert message in str(caught.value)
+
+
+PVC = {"pvc": {"claimName": "models", "subPath": "phishing"}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param(
+            {"models": [{"name": "phishing", "path": "/models/phishing"}]},
+            "spec.models[0].path /models/phishing of model 'phishing' is provided by no source or volume",
+            id="path-from-nowhere",
+        ),
+        pytest.param(
+            {
+                "models": [{"name": "a", "path": "/data/a"}],
+                "serving": {"volumeMounts": [{"name": "missing", "mountPath": "/data"}]},
+            },
+            "model 'a' is provided by no source or volume",
+            id="mount-of-no-volume",
+        ),
+        pytest.param(
+            {"models": [{"name": "a", "source": PVC, "path": "/elsewhere"}]},
+            "spec.models[0].path '/elsewhere' of model 'a' must lie under /models/a",
+            id="path-outside-its-source",
+        ),
+        pytest.param(
+            {"models": [{"name": "a", "source": {**PVC, "image": {"reference": "r/m:1"}}}]},
+            "spec.models[0].source must give one of pvc or image",
+            id="two-sources",
+        ),
+        pytest.param(
+            {"models": [{"name": "a", "source": {"pvc": {"claimName": "m", "subPath": "../x"}}}]},
+            "spec.models[0].source.pvc.subPath must be a relative path",
+            id="subpath-escapes",
+        ),
+        pytest.param(
+            {"models": [{"name": "a", "source": {"image": {"reference": "r/m:1", "method": "copy"}}}]},
+            "spec.models[0].source.image.method must be one of initContainer, imageVolume",
+            id="image-method",
+        ),
+        pytest.param(
+            {"models": [{"name": "a", "source": PVC, "runtime": "tensorrt"}]},
+            "spec.models[0].runtime must be one of auto, torch, onnx, onnx-int8",
+            id="runtime",
+        ),
+        pytest.param(
+            {"serving": {"resources": {"limits": {"nvidia.com/gpu": 1}}}},
+            "spec.serving.resources.limits asks for nvidia.com/gpu: ask for GPUs with spec.serving.gpu",
+            id="gpu-in-resources",
+        ),
+        pytest.param(
+            {"serving": {"gpu": {}, "env": [{"name": "CARPOOL_DEVICE", "value": "cpu"}]}},
+            "spec.serving.env[0] sets CARPOOL_DEVICE, which spec.serving.gpu sets to cuda",
+            id="gpu-device-override",
+        ),
+        pytest.param(
+            {"serving": {"gpu": {"resourceName": "gpu"}}},
+            "spec.serving.gpu.resourceName must be an extended resource",
+            id="gpu-resource-name",
+        ),
+        pytest.param(
+            {"serving": {"resources": {"requests": {"memory": "4 GB"}}}},
+            "spec.serving.resources.requests.memory: not a quantity",
+            id="bad-quantity",
+        ),
+        pytest.param(
+            {"serving": {"workers": 0}}, "spec.serving.workers must be an integer from 1", id="workers-0"
+        ),
+        pytest.param({"serving": {"workers": "many"}}, "or \"auto\", got 'many'", id="workers-word"),
+        pytest.param(
+            {"serving": {"env": [{"name": "CARPOOL_WORKERS", "value": "4"}]}},
+            "sets CARPOOL_WORKERS, which the operator manages",
+            id="workers-env",
+        ),
+    ],
+)
+def test_model_sources_gpus_and_workers_refuse_what_cannot_work(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(spec.InvalidSpec) as caught:
+        parse(raw)
+    assert message in str(caught.value)
+
+
+def test_model_sources_and_their_paths() -> None:
+    policy = parse(
+        {
+            "models": [
+                {"name": "phishing", "source": PVC, "runtime": "onnx"},
+                {"name": "spam", "source": {"image": {"reference": "r/spam:1"}}, "path": "/models/spam/v1/"},
+                {"name": "mini", "path": "embedded:minilm"},
+                {"name": "local", "path": "/data/local"},
+            ],
+            "serving": {
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            },
+        }
+    )
+    assert [(m.name, m.path, m.runtime) for m in policy.models] == [
+        ("phishing", "/models/phishing", "onnx"),
+        ("spam", "/models/spam/v1", "auto"),
+        ("mini", "embedded:minilm", "auto"),
+        ("local", "/data/local", "auto"),
+    ]
+    assert policy.models[0].source == spec.PvcSource("models", "phishing")
+    assert policy.models[1].source == spec.ImageSource("r/spam:1", "/model", None, "initContainer")
+
+
+def test_a_serving_image_of_ones_own_may_hold_the_models() -> None:
+    policy = parse({"models": [{"name": "m", "path": "/models/m"}], "serving": {"image": "reg/mine:1"}})
+    assert policy.models[0].path == "/models/m"
+
+
+def test_gpu_and_workers_defaults() -> None:
+    serving = parse({"serving": {"gpu": {}, "resources": {"requests": {"cpu": 2.5}}}}).serving
+    assert serving.gpu == spec.GpuSpec(count=1, resource_name="nvidia.com/gpu")
+    assert serving.workers is None and serving.resources == {"requests": {"cpu": "2500m"}}
+    assert parse({"serving": {"workers": 3}}).serving.workers == 3
+    assert parse({"serving": {"workers": "auto"}}).serving.workers is None

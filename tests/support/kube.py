@@ -8,16 +8,27 @@ Use it as:
         await kube.eventually(lambda: server.get(kube.DEPLOYMENTS, "default", "demo"))
 
 `ApiServer` (a `kmock.KubernetesEmulator`) adds what a real API server does and kmock does not:
-uid, resourceVersion, creationTimestamp, generation (bumped on spec changes), namespace from the
-URL, names from generateName (Kopf names its Events so), and 422 instead of 500 when a JSON
-patch's `test` fails (Kopf then retries with a fresh body, as against a real server). It knows
-the built-in kinds (kmock's bundled discovery) and BatchingPolicy as crds/ declares it.
 
-Not emulated, by kmock or here: label and field selectors (every list returns all objects: the
-operator filters what it gets), PUT, server-side apply and dry-run, CRD schema validation and
-defaulting (tests/crds checks the schema itself), the garbage collector (tests assert
-ownerReferences), and every controller: no ReplicaSets, no Pods, no Deployment status. Tests
-create Pod objects themselves, with status.podIP where a real `carpool serve` listens.
+- uid, resourceVersion, creationTimestamp, generation (bumped on spec changes), namespace from
+  the URL, names from generateName (Kopf names its Events so);
+- 422 instead of 500 when a JSON patch's `test` fails (Kopf then retries with a fresh body), and
+  409 Conflict for a merge patch carrying a stale metadata.resourceVersion;
+- quantities stored in canonical form and the API server's defaults filled in (`habits`), so an
+  operator that compares naively sees the drift a real cluster shows it;
+- equality-based label selectors on lists, and the namespace collection (GET
+  /api/v1/namespaces, with watch), which namespace-restricted Kopf asks for;
+- injected faults (`Fault`): an error status or a delay (a timeout for a client that waits less)
+  on chosen calls of the operator, before or after the write takes effect.
+
+It knows the built-in kinds (kmock's bundled discovery) and BatchingPolicy as crds/ declares it.
+
+Not emulated, by kmock or here: field selectors, set-based label selectors (`in`, `notin`), PUT,
+server-side apply and dry-run, strategic-merge patches, CRD schema validation and defaulting
+(tests/crds checks the schema itself), admission (quota, limit ranges, pod security), the
+garbage collector (tests assert ownerReferences), watch bookmarks and `410 Gone` on old
+resourceVersions, and every controller: no ReplicaSets, no Pods, no Deployment status, no
+scheduling (nodeSelector, tolerations and GPU limits are only stored). Tests create Pod objects
+themselves, with status.podIP where a real `carpool serve` listens.
 
 Kopf runs in its own thread and event loop (`OperatorThread`): on exit it cancels the tasks it
 did not start, which in the test's loop would include pytest's own, and the emulator must keep
@@ -29,8 +40,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import datetime
 import itertools
+import json
 import secrets
 import threading
 import uuid
@@ -47,12 +60,14 @@ import kopf
 import yaml
 
 from carpool_operator import command, kube, settings
+from tests.support import habits
 
 __all__ = [
     "CRD_PATH",
     "DEPLOYMENTS",
     "POLICIES",
     "ApiServer",
+    "Fault",
     "OperatorThread",
     "api_server",
     "crd",
@@ -98,23 +113,142 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_KINDS = {"deployments": "Deployment", "pods": "Pod", "services": "Service", "secrets": "Secret"}
+"""Built-in kinds whose stored form the emulator normalises and defaults."""
+
+
+@dataclasses.dataclass
+class Fault:
+    """A failure the emulator injects into the operator's calls (never the test's own).
+
+    It matches `method` (GET, POST, PATCH, DELETE) on `plural` (and `name`, when given), `times`
+    times. It answers `status` (None: the normal answer) after `delay_s` seconds; with `after_write`
+    the write takes effect first, as when a server commits and the answer is lost.
+    """
+
+    method: str
+    plural: str
+    status: int | None = 500
+    delay_s: float = 0.0
+    times: int = 1
+    name: str | None = None
+    after_write: bool = False
+    hits: int = 0
+
+    def matches(self, request: kmock.Request) -> bool:
+        return (
+            self.times > 0
+            and str(getattr(request.method, "value", request.method)).upper() == self.method
+            and request.resource is not None
+            and request.resource.plural == self.plural
+            and (self.name is None or request.name == self.name)
+        )
+
+
 class ApiServer(kmock.KubernetesEmulator):
-    """kmock's emulator plus the server-side metadata and errors that Kopf relies on."""
+    """kmock's emulator plus the server-side habits and errors the operator meets in a cluster."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._versions = itertools.count(1000)
         self._write_lock = asyncio.Lock()
+        self.faults: list[Fault] = []
+        self.namespaces: set[str] = {"default", "kube-system"}
+
+    def inject(self, fault: Fault) -> Fault:
+        """Fail the operator's matching calls as `fault` says; returns it (see `fault.hits`)."""
+        self.faults.append(fault)
+        return fault
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock cannot parse the namespace collection's path (it reads "namespaces" as the
+        # namespace prefix of a namespaced path) and answers 500.
+        if raw_request.path.rstrip("/") == "/api/v1/namespaces" and raw_request.method == "GET":
+            return await self._serve_namespaces(raw_request)
+        return await super().__call__(raw_request)
+
+    def _namespace_objects(self) -> list[dict[str, Any]]:
+        names = self.namespaces | {namespace for (_, namespace, _) in self.objects if namespace}
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+                "status": {"phase": "Active"},
+            }
+            for name in sorted(names)
+        ]
+
+    async def _serve_namespaces(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        items = self._namespace_objects()
+        if raw_request.query.get("watch") != "true":
+            body = {"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "1"}}
+            return aiohttp.web.json_response({**body, "items": items})
+        response = aiohttp.web.StreamResponse()
+        await response.prepare(raw_request)
+        for item in items:
+            await response.write(json.dumps({"type": "ADDED", "object": item}).encode() + b"\n")
+        timeout = float(raw_request.query.get("timeoutSeconds") or 60)
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await asyncio.sleep(timeout)
+        return response
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        listed = await super()._serve_list(request)
+        selector = request.params.get("labelSelector")
+        if selector and isinstance(listed, dict):
+            listed["items"] = [
+                item
+                for item in listed["items"]
+                if habits.selects(selector, (item.get("metadata") or {}).get("labels"))
+            ]
+        return listed
+
+    def _fault(self, request: kmock.Request) -> Fault | None:
+        if request.headers.get("User-Agent", "").startswith("kmock"):
+            return None  # the test acting as a user
+        for fault in self.faults:
+            if fault.matches(request):
+                fault.times -= 1
+                fault.hits += 1
+                return fault
+        return None
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        fault = self._fault(request) if request.resource is not None else None
+        if fault is None:
+            return await self._handle_normally(request)
+        if fault.after_write:
+            response = await self._handle_normally(request)
+            await asyncio.sleep(fault.delay_s)
+            if fault.status is None:
+                return response
+        else:
+            await asyncio.sleep(fault.delay_s)
+            if fault.status is None:
+                return await self._handle_normally(request)
+        raise kmock.KubernetesError(
+            status=fault.status,
+            reason="InternalError",
+            message=f"injected: {fault.status} on {request.method}",
+        )
+
+    async def _handle_normally(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         writes = (kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE)
         if request.resource is None or request.action not in writes:
             return await super()._handle(request)
         async with self._write_lock:
+            kind = _KINDS.get(request.resource.plural or "") if not request.subresource else None
             if request.action == kmock.action.CREATE and isinstance(request.data, dict):
                 self._stamp_new(request)
+                if kind is not None:
+                    habits.normalise(kind, request.data)
+                    habits.fill_defaults(kind, request.data, whole=True)
             elif request.action == kmock.action.UPDATE:
                 self._stamp_patch(request)
+                if kind is not None and isinstance(request.data, dict):
+                    habits.normalise(kind, request.data)
+                    habits.fill_defaults(kind, request.data, whole=False)
             return await super()._handle(request)
 
     def _stamp_new(self, request: kmock.Request) -> None:
@@ -150,6 +284,14 @@ class ApiServer(kmock.KubernetesEmulator):
             metadata_patch = request.data.get("metadata")
             if not isinstance(metadata_patch, dict):
                 metadata_patch = request.data["metadata"] = {}
+            sent = metadata_patch.get("resourceVersion")
+            if sent is not None and sent != current["metadata"].get("resourceVersion"):
+                # Optimistic concurrency: a write based on an older version is refused.
+                raise kmock.KubernetesError(
+                    status=409,
+                    reason="Conflict",
+                    message=f"the object has been modified; resourceVersion {sent} is stale",
+                )
             metadata_patch["resourceVersion"] = version
             if main and "spec" in request.data:
                 patched_spec = kmock.Object(current)

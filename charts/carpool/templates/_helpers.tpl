@@ -85,6 +85,17 @@ Call with (dict "image" .Values.image "context" $).
 {{- end }}
 
 {{/*
+The GPU serving image: like carpool.image, but an empty tag means "<appVersion>-cuda".
+*/}}
+{{- define "carpool.gpuImage" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default (printf "%s-cuda" .context.Chart.AppVersion) .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The label the operator puts on every serving pod, naming its BatchingPolicy.
 */}}
 {{- define "carpool.policyLabel" -}}
