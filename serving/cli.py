@@ -93,9 +93,10 @@ def _serve(args: argparse.Namespace) -> int:
         settings = ServerSettings.from_env(
             host=args.host, port=args.port, models=models, models_dir=args.models_dir, workers=args.workers
         )
-        from serving.models import registry
+        from serving.models import hf, registry
 
         registry.discover(settings.models, settings.models_dir)
+        hf.require_device(settings.device)
     except ValueError as exc:
         print(f"carpool serve: {exc}", file=sys.stderr)
         return 2

@@ -6,9 +6,10 @@ A policy `<name>` owns:
   pods read at start through `envFrom`. A live change updates it and is pushed to running pods;
   the pod template does not change, so nothing rolls.
 - Secret `<name>-admin`: the bearer token of `POST /batching/configure`, generated once and kept.
-- Deployment `<name>`: `carpool serve` pods labelled `carpool.dev/policy: <name>`, probed on
-  /health, annotated for Prometheus scraping. The template carries a digest of the admin token:
-  a re-created Secret (new token) rolls the pods so that they accept the operator's token again.
+- Deployment `<name>`: `carpool serve` pods labelled `carpool.dev/policy: <name>`, ready on
+  /health and live on /livez, annotated for Prometheus scraping. The template carries a digest of
+  the admin token: a re-created Secret (new token) rolls the pods so that they accept the
+  operator's token again.
 - Service `<name>`: the pods' HTTP port.
 - Ingress `<name>` when spec.ingress.enabled: the inference endpoints, never /batching/configure.
 
@@ -136,9 +137,9 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
-def _probe(period_s: int, timeout_s: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, period_s: int, timeout_s: int, failures: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": "/health", "port": PORT_NAME},
+        "httpGet": {"path": path, "port": PORT_NAME},
         "periodSeconds": period_s,
         "timeoutSeconds": timeout_s,
         "failureThreshold": failures,
@@ -294,10 +295,12 @@ def build_deployment(
         "envFrom": [{"configMapRef": {"name": config_map_name(policy.name)}}],
         "env": env,
         "resources": _container_resources(serving),
-        # Loading and warming the models may take minutes: the startup probe allows 10.
-        "startupProbe": _probe(period_s=5, timeout_s=3, failures=120),
-        "readinessProbe": _probe(period_s=5, timeout_s=3, failures=3),
-        "livenessProbe": _probe(period_s=10, timeout_s=5, failures=6),
+        # Liveness asks only whether the pod's processes answer (/livez): a pod whose model failed to
+        # load stays up and says why on /health and /models/status, instead of restarting for ever.
+        # Readiness (/health) waits for every model to be loaded and warm, which may take minutes.
+        "startupProbe": _probe("/livez", period_s=2, timeout_s=3, failures=60),
+        "readinessProbe": _probe("/health", period_s=5, timeout_s=3, failures=3),
+        "livenessProbe": _probe("/livez", period_s=10, timeout_s=5, failures=6),
         "securityContext": {"allowPrivilegeEscalation": False},
     }
     if serving.image_pull_policy:

@@ -24,6 +24,13 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(report, status_code=200 if ready else 503)
 
 
+@router.get("/livez", summary="200 while the pod's processes answer, whatever its models' state")
+async def livez(request: Request) -> JSONResponse:
+    """For liveness probes: a pod whose model failed to load stays up (and 503 on /health) to say so."""
+    await _backend(request).live()
+    return JSONResponse({"status": "alive"})
+
+
 @router.get("/models/status", summary="Each model: kind, path, device, dtype, labels, load time, warm")
 async def models_status(request: Request) -> JSONResponse:
     return JSONResponse({"models": await _backend(request).models_status()})

@@ -96,6 +96,7 @@ class _Link(asyncio.Protocol):
         self.reader = wire.FrameReader(self._deliver)
         self.calls: dict[str, Callable[[Any], Any]] = {
             "configure": hub.local.configure_now,
+            "live": lambda _: True,
             "stats": lambda _: hub.pool.stats(),
             "health": lambda _: hub.health(),
             "status": lambda _: hub.pool.status(),

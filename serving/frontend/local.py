@@ -38,6 +38,9 @@ class LocalBackend:
             "previous_hash": previous,
         }
 
+    async def live(self) -> bool:
+        return True
+
     async def stats(self) -> dict[str, Any]:
         return self.pool.stats()
 

@@ -123,6 +123,9 @@ class RemotePool(asyncio.Protocol):
         reply: dict[str, Any] = await self._call("configure", dict(changes))
         return reply
 
+    async def live(self) -> bool:
+        return bool(await self._call("live"))
+
     async def stats(self) -> dict[str, Any]:
         reply: dict[str, Any] = await self._call("stats")
         return reply

@@ -28,7 +28,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-__all__ = ["REFERENCE_TEXTS", "HFClassifier", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "REFERENCE_TEXTS",
+    "HFClassifier",
+    "require_device",
+    "resolve_device",
+    "resolve_dtype",
+    "threads_for",
+]
 
 REFERENCE_TEXTS = (
     "Hello, how are you today?",
@@ -50,6 +57,34 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def require_device(device: str) -> None:
+    """Refuse to start on a device torch cannot see: a pod that asked for a GPU never serves on the CPU."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
+        raise ValueError(
+            f"CARPOOL_DEVICE={device} but no CUDA device is visible ({build}; "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}, "
+            f"NVIDIA_VISIBLE_DEVICES={os.environ.get('NVIDIA_VISIBLE_DEVICES', 'unset')}): "
+            "use the GPU image on a node with a GPU, or CARPOOL_DEVICE=cpu"
+        )
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(
+            f"CARPOOL_DEVICE={device} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+        )
+
+
+def threads_for(one_thread_s: float, all_threads_s: float, most: int) -> int:
+    """`most` torch threads when they run a batch THREAD_GAIN times faster than one; else one."""
+    if all_threads_s <= 0 or one_thread_s / all_threads_s < THREAD_GAIN:
+        return 1
+    return most
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
@@ -90,8 +125,8 @@ class HFClassifier:
         self._encoder: TextEncoder | None = None
         self._pad_id = 0
         self._torch: Any = None
-        self.threads: int | None = None  # torch threads on a CPU, chosen at warm-up
-        self.threads_reason = ""
+        self.torch_threads: int | None = None  # on a CPU, chosen at warm-up
+        self.torch_threads_reason = ""
 
     @property
     def untrained_head(self) -> bool:
@@ -102,6 +137,11 @@ class HFClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        if not (self.path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{str(self.path)!r} is not a model directory (no config.json in it): "
+                "mount the model's files there, or fix the path"
+            )
         hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         self._torch = torch
@@ -222,7 +262,7 @@ class HFClassifier:
         torch = self._torch
         most = hardware.usable_cpus()
         if self.device != "cpu" or most <= 1:
-            self.threads = torch.get_num_threads() if self.device == "cpu" else None
+            self.torch_threads = torch.get_num_threads() if self.device == "cpu" else None
             return
         rows = [self._row(THREADS_SHAPE[1])] * THREADS_SHAPE[0]
         torch.set_num_threads(most)
@@ -230,16 +270,16 @@ class HFClassifier:
         torch.set_num_threads(1)
         one = self._fastest(rows)
         gain = one / many if many > 0 else 1.0
-        chosen = most if gain >= THREAD_GAIN else 1
+        chosen = threads_for(one, many, most)
         _threads_kept = max(_threads_kept, chosen)
         torch.set_num_threads(_threads_kept)
-        self.threads = _threads_kept
-        self.threads_reason = (
+        self.torch_threads = _threads_kept
+        self.torch_threads_reason = (
             f"a batch of {THREADS_SHAPE[0]}x{THREADS_SHAPE[1]} tokens took {many * 1000:.2f} ms with "
             f"{most} threads and {one * 1000:.2f} ms with 1 ({gain:.2f}x): "
             + (f"{most} threads" if chosen > 1 else "1 thread, leaving the other cores to HTTP")
         )
-        log.info("model %s: %s", self.name, self.threads_reason)
+        log.info("model %s: %s", self.name, self.torch_threads_reason)
 
     def verify(self) -> None:
         """Check our unpadded-then-padded path against Hugging Face's padded call; raise on drift."""

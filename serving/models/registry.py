@@ -15,6 +15,7 @@ A name ending in `_trained` is a trained variant; its directory holds `carpool_c
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "minilm"
+log = logging.getLogger("carpool.models")
+
 DEFAULT_LABELS = ("benign", "phishing", "spam", "prompt_injection")
 EMBEDDED_PATH = "embedded:minilm"
 TRAINED_SUFFIX = "_trained"
@@ -65,7 +68,8 @@ def embedded_minilm_path() -> Path:
 
 
 def discover(models: Mapping[str, Path], models_dir: Path | None) -> list[ModelSpec]:
-    """The models to serve, validated: raises ValueError naming a bad name or path."""
+    """The models to serve: raises ValueError naming a bad name or models directory. A model path
+    that holds no model is kept (and logged): loading it fails with the reason."""
     specs: dict[str, ModelSpec] = {}
     for name, path in models.items():
         specs[name] = _spec(name, path)
@@ -89,7 +93,9 @@ def _spec(name: str, path: Path) -> ModelSpec:
     if str(path) == EMBEDDED_PATH:
         return ModelSpec(name, embedded_minilm_path(), embedded=True)
     if not (path / "config.json").is_file():
-        raise ValueError(f"model {name!r}: {str(path)!r} is not a model directory (no config.json in it)")
+        # Served all the same: its load fails with this reason, so the pod stays up and says so on
+        # /health and /models/status instead of exiting (a restart would not make the files appear).
+        log.error("model %r: %s is not a model directory (no config.json in it)", name, str(path))
     return ModelSpec(name, path.resolve())
 
 

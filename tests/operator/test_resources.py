@@ -110,8 +110,9 @@ def test_the_deployment_runs_carpool_serve_as_the_guide_configures_it() -> None:
     }
     assert env["CARPOOL_PORT"]["value"] == "9000" and env["CARPOOL_HOST"]["value"] == "0.0.0.0"
     assert env["CARPOOL_ADMIN_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "demo-admin", "key": "token"}}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert serving[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert serving["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    for probe in ("startupProbe", "livenessProbe"):  # a pod whose model failed stays up to say so
+        assert serving[probe]["httpGet"] == {"path": "/livez", "port": "http"}
 
 
 def test_the_batching_config_is_not_in_the_pod_template() -> None:

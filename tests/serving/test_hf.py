@@ -100,3 +100,36 @@ def test_resolve_dtype(device: str, dtype: str, expected: str) -> None:
 def test_resolve_device_follows_torch() -> None:
     assert hf.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert hf.resolve_device("cpu") == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("one_s", "all_s", "most", "threads"),
+    [
+        pytest.param(0.010, 0.006, 2, 2, id="minilm-like: threads pay"),
+        pytest.param(0.0018, 0.0022, 2, 1, id="tiny-like: threads cost"),
+        pytest.param(0.010, 0.0090, 4, 1, id="too-little-gain"),
+        pytest.param(0.010, 0.0, 4, 1, id="no-timing"),
+    ],
+)
+def test_more_torch_threads_only_when_measurably_faster(
+    one_s: float, all_s: float, most: int, threads: int
+) -> None:
+    assert hf.threads_for(one_s, all_s, most) == threads
+
+
+def test_warmup_chooses_and_reports_the_threads(tiny: hf.HFClassifier) -> None:
+    tiny.warmup()
+    assert tiny.torch_threads is not None and tiny.torch_threads >= 1
+    assert "ms with 1" in tiny.torch_threads_reason or hf.hardware.usable_cpus() == 1
+
+
+def test_the_encoder_travels_to_a_worker_and_tokenizes_the_same(tiny: hf.HFClassifier) -> None:
+    import pickle
+
+    encoder = tiny.encoder()
+    assert encoder is not None
+    copy = pickle.loads(pickle.dumps(encoder))
+    text = "Your parcel is held: pay the fee at http://parcel.example"
+    assert list(copy.encode(text).ids) == list(tiny.encode(text).ids)
+    with pytest.raises(errors.EmptyText):
+        copy.encode("  ")

@@ -66,9 +66,6 @@ def test_the_embedded_path_can_be_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("models", "models_dir", "message"),
     [
-        pytest.param(
-            {"x": Path("/no/such")}, None, "model 'x': '/no/such' is not a model directory", id="bad-path"
-        ),
         pytest.param({"bad name": Path("/tmp")}, None, "model name 'bad name'", id="bad-name"),
         pytest.param(
             {}, Path("/no/such/dir"), "models directory '/no/such/dir' does not exist", id="bad-dir"
@@ -100,3 +97,11 @@ def test_build_model_gives_the_embedded_model_a_four_label_head(tmp_path: Path) 
     assert model.labels == ("benign", "phishing", "spam", "prompt_injection")
     plain = registry.build_model(registry.ModelSpec("m", tmp_path), device="cpu", dtype="auto", max_length=64)
     assert not plain.untrained_head
+
+
+def test_a_path_without_a_model_is_served_and_fails_at_load_with_the_reason(tmp_path: Path) -> None:
+    specs = registry.discover({"x": tmp_path / "empty"}, None)
+    assert [spec.name for spec in specs] == ["x"]
+    model = registry.build_model(specs[0], device="cpu", dtype="auto", max_length=32)
+    with pytest.raises(FileNotFoundError, match="is not a model directory"):
+        model.load()

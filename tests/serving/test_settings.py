@@ -74,3 +74,31 @@ def test_flags_win_over_the_environment() -> None:
 def test_a_bad_environment_is_refused_naming_the_variable(environ: dict[str, str], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         ServerSettings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("environ", "cpus", "workers"),
+    [
+        pytest.param({}, 2, 1, id="auto-2-cpus"),
+        pytest.param({}, 16, 15, id="auto-16-cpus"),
+        pytest.param({}, 1, 1, id="auto-1-cpu"),
+        pytest.param({"CARPOOL_WORKERS": "4"}, 2, 4, id="set"),
+        pytest.param({"CARPOOL_WORKERS": "0"}, 8, 0, id="one-process"),
+        pytest.param({"CARPOOL_WORKERS": " AUTO "}, 4, 3, id="auto-spelled-out"),
+    ],
+)
+def test_http_workers_default_to_the_cpus_less_one_for_the_model(
+    environ: dict[str, str], cpus: int, workers: int
+) -> None:
+    assert ServerSettings.from_env(environ).worker_count(cpus) == workers
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_a_bad_worker_count_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(ValueError, match="CARPOOL_WORKERS must be a whole number"):
+        ServerSettings.from_env({"CARPOOL_WORKERS": value})
+
+
+def test_access_logs_are_off_unless_asked_for() -> None:
+    assert not ServerSettings.from_env({}).access_log
+    assert ServerSettings.from_env({"CARPOOL_ACCESS_LOG": "true"}).access_log

