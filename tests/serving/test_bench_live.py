@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "bench-admin-token"
 QUICK = [
-    *("--duration", "0.3", "--warmup", "0.1", "--texts", "24", "--reference-seconds", "0.05", "--rounds", "1")
+    *("--duration", "0.5", "--warmup", "0.2", "--texts", "24", "--reference-seconds", "0.05", "--rounds", "1")
 ]
 
 
