@@ -171,3 +171,15 @@ async def test_drive_sends_requests_encoded_by_the_caller_round_robin(
     assert result.statuses[200] == answered["close"] + answered["chunk"]
     with pytest.raises(ValueError, match="at least one request"):
         await loadgen.drive(target, [], concurrency=1, duration_s=0.1, warmup_s=0.0)
+
+
+@pytest.mark.integration
+async def test_a_cancelled_run_is_cancelled_not_cut_short() -> None:
+    """Ctrl-C reaches a run as a cancellation (asyncio.Runner): it must stop the bench, not end the
+    cell early with what it measured and go on to the next one."""
+    url = f"http://127.0.0.1:{free_port()}"
+    run = asyncio.create_task(loadgen.run_load(url, ["x"], "m", concurrency=2, duration_s=30, warmup_s=0.0))
+    await asyncio.sleep(0.2)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
