@@ -50,7 +50,8 @@ test: venv sysdeps lint typecheck
 	$(BIN)/python -m pytest
 
 # The strategies against the raw model on the embedded MiniLM (no trained model needed); a spawned
-# server on a free loopback port. More options: make bench BENCH_ARGS="--duration 20" (docs/bench.md).
+# server on a free loopback port; 3 rounds with the raw references between cells, ~4-5 minutes.
+# More options (docs/bench.md): BENCH_ARGS="--rounds 5", BENCH_ARGS="--model tiny" (the front end alone).
 bench: venv
 	$(BIN)/carpool bench --spawn --output bench-results $(BENCH_ARGS)
 

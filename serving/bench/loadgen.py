@@ -1,4 +1,5 @@
-"""A lean closed-loop HTTP/1.1 load generator for POST /predict.
+"""A lean closed-loop HTTP/1.1 load generator for POST /predict (`run_load`), or for any requests
+encoded up front (`drive`).
 
 Why not httpx or aiohttp: on a 2-core machine the load generator shares the CPU with the server it
 measures, and every microsecond it spends parsing is taken from the model. This client keeps one
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-__all__ = ["LoadResult", "Target", "encode_requests", "run_blocking", "run_load"]
+__all__ = ["LoadResult", "Target", "drive", "encode_requests", "run_blocking", "run_load"]
 
 
 @dataclass(frozen=True)
@@ -238,12 +239,34 @@ async def run_load(
     timeout_s: float = 30.0,
 ) -> LoadResult:
     """Drive POST /predict with `concurrency` closed-loop users; measure `duration_s` after `warmup_s`."""
+    target = Target.parse(url)
+    return await drive(
+        target,
+        encode_requests(target, texts, model),
+        concurrency=concurrency,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        timeout_s=timeout_s,
+    )
+
+
+async def drive(
+    target: Target,
+    requests: Sequence[bytes],
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    timeout_s: float = 30.0,
+) -> LoadResult:
+    """Send `requests` (complete HTTP/1.1 requests, any endpoint) round-robin from `concurrency`
+    closed-loop users, each starting at a different place; measure `duration_s` after `warmup_s`."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if duration_s <= 0 or warmup_s < 0:
         raise ValueError(f"need duration > 0 and warm-up >= 0, got {duration_s} and {warmup_s}")
-    target = Target.parse(url)
-    requests = encode_requests(target, texts, model)
+    if not requests:
+        raise ValueError("need at least one request to send")
     result = LoadResult(concurrency=concurrency, window_s=duration_s)
     start = time.perf_counter() + warmup_s
     window = (start, start + duration_s)

@@ -1,12 +1,14 @@
 """The bench's table as a picture: throughput and p99 latency per strategy against concurrency.
 
-The raw-model references are drawn as horizontal lines, so each strategy is read against the
+Each point is the median over the rounds, its bar the lowest and highest round. The raw-model
+references (their medians) are drawn as horizontal lines, so each strategy is read against the
 machine's ceiling for this traffic and against the model alone at batch size 1. matplotlib is
 imported here only, with the Agg backend: the bench needs no display.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +17,19 @@ from serving.bench import report
 __all__ = ["write_plot"]
 
 
-def write_plot(cells: Sequence[report.Cell], refs: report.References, path: Path, title: str) -> Path:
+def _bars(spreads: Sequence[report.Spread]) -> list[list[float]]:
+    """Matplotlib's asymmetric error bars: distances below and above each median."""
+    return [
+        [_finite(s.median - s.low) for s in spreads],
+        [_finite(s.high - s.median) for s in spreads],
+    ]
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def write_plot(table: Sequence[report.Row], refs: report.References, path: Path, title: str) -> Path:
     """Write the PNG to `path` and return it."""
     import matplotlib
     import matplotlib.ticker
@@ -24,12 +38,18 @@ def write_plot(cells: Sequence[report.Cell], refs: report.References, path: Path
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-    levels = sorted({c.concurrency for c in cells})
-    for strategy in dict.fromkeys(c.strategy for c in cells):
-        row = sorted((c for c in cells if c.strategy == strategy), key=lambda c: c.concurrency)
-        x = [c.concurrency for c in row]
-        left.plot(x, [c.throughput for c in row], marker="o", label=strategy)
-        right.plot(x, [c.p99_ms for c in row], marker="o", label=f"{strategy} p99")
+    levels = sorted({r.concurrency for r in table})
+    for strategy in dict.fromkeys(r.strategy for r in table):
+        line = sorted((r for r in table if r.strategy == strategy), key=lambda r: r.concurrency)
+        x = [r.concurrency for r in line]
+        throughput = [r.throughput for r in line]
+        p99 = [r.p99_ms for r in line]
+        left.errorbar(
+            x, [s.median for s in throughput], yerr=_bars(throughput), marker="o", capsize=3, label=strategy
+        )
+        right.errorbar(
+            x, [s.median for s in p99], yerr=_bars(p99), marker="o", capsize=3, label=f"{strategy} p99"
+        )
     lines = (
         (refs.ceiling, "black", "--"),
         (refs.arrival, "grey", ":"),

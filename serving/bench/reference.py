@@ -12,7 +12,9 @@ no server at all. Three references:
 
 Each is warmed up on every batch shape it will meet, then repeated in whole passes over the texts
 until a time budget is spent; the figure is the median pass (a pass covers every length, so passes
-compare). Run these only while the server is idle: they need the whole machine.
+compare). `RawModel` loads the model once and measures the three as often as asked: the bench
+measures them again between cells, since the machine drifts. Run these only while the server is
+idle: they need the whole machine.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from serving import hardware
 from serving.bench import report
 
-__all__ = ["detect_device", "measure_references", "sorted_batches", "warmup_batches"]
+__all__ = ["RawModel", "detect_device", "sorted_batches", "warmup_batches"]
 
 
 def detect_device() -> str:
@@ -60,21 +63,14 @@ def warmup_batches(batches: list[list[int]], lengths: Sequence[int]) -> list[lis
 
 
 def _measure(
-    run_batch: Callable[[list[str]], None],
-    texts: Sequence[str],
-    lengths: Sequence[int],
-    batches: list[list[int]],
-    min_seconds: float,
+    run_batch: Callable[[list[str]], None], batch_texts: list[list[str]], count: int, min_seconds: float
 ) -> tuple[float, float]:
-    """(median texts/s over whole passes, p50 ms per call), after a warm-up over every batch shape;
-    passes repeat until `min_seconds` are spent."""
-    for shape in warmup_batches(batches, lengths):
-        run_batch([texts[i] for i in shape])
-    batch_texts = [[texts[i] for i in batch] for batch in batches]
+    """(median texts/s over whole passes, p50 ms per call); passes repeat until `min_seconds` are
+    spent, at least one."""
     rates: list[float] = []
     calls: list[float] = []
     spent = 0.0
-    while spent < min_seconds:
+    while not rates or spent < min_seconds:
         pass_start = time.perf_counter()
         for batch in batch_texts:
             call_start = time.perf_counter()
@@ -82,7 +78,7 @@ def _measure(
             calls.append(time.perf_counter() - call_start)
         elapsed = time.perf_counter() - pass_start
         spent += elapsed
-        rates.append(len(texts) / elapsed)
+        rates.append(count / elapsed)
     return statistics.median(rates), report.percentile(calls, 50) * 1000
 
 
@@ -100,78 +96,108 @@ def _quiet(hf_logging: Any) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def measure_references(
-    model_path: Path,
-    texts: Sequence[str],
-    *,
-    device: str,
-    dtype: str,
-    max_batch_size: int,
-    max_length: int = 128,
-    min_seconds: float = 4.0,
-    progress: Callable[[str], None] = print,
-    foreign: Callable[[], float] | None = None,
-) -> report.References:
-    """The three references for `texts` on the model at `model_path`, on `device` in `dtype`
-    (the server's own choices, read from /models/status). `foreign`, when given, returns the share
-    of the machine other processes used since its last call; each reference records it."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-    import transformers
+@dataclass(frozen=True)
+class _Plan:
+    label: str
+    batch_size: int
+    order: str
+    batches: list[list[str]]
 
-    with _quiet(transformers.utils.logging):
-        counter = transformers.AutoTokenizer.from_pretrained(str(model_path))
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_path))
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            str(model_path), dtype=getattr(torch, dtype)
+
+class RawModel:
+    """The model at `model_path` loaded in-process on `device` in `dtype` (the server's own choices,
+    read from /models/status), ready to measure the three references for `texts` again and again."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        texts: Sequence[str],
+        *,
+        device: str,
+        dtype: str,
+        max_batch_size: int,
+        max_length: int = 128,
+    ) -> None:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
+        import transformers
+
+        with _quiet(transformers.utils.logging):
+            counter = transformers.AutoTokenizer.from_pretrained(str(model_path))
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_path))
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(
+                str(model_path), dtype=getattr(torch, dtype)
+            )
+        model = model.to(device).eval()
+        lengths = [len(counter(text, truncation=True, max_length=max_length)["input_ids"]) for text in texts]
+
+        def run_batch(batch: list[str]) -> None:
+            encoded = tokenizer(
+                batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            with torch.inference_mode():
+                logits = model(**encoded.to(device)).logits
+                torch.softmax(logits.float(), dim=-1).cpu()
+
+        if device == "cpu" and hardware.usable_cpus() < torch.get_num_threads():
+            torch.set_num_threads(hardware.usable_cpus())  # the server's rule: a CPU limit, not the cores
+        self.device, self.dtype, self.threads = device, dtype, torch.get_num_threads()
+        self._run_batch, self._lengths, self._count = run_batch, lengths, len(texts)
+        self._plans = []
+        orders = (
+            ("raw batch 1", 1, "one by one", _arrival_batches(len(texts), 1)),
+            (
+                f"raw batch {max_batch_size}, sorted (ceiling)",
+                max_batch_size,
+                "sorted by length",
+                sorted_batches(lengths, max_batch_size),
+            ),
+            (
+                f"raw batch {max_batch_size}, arrival order",
+                max_batch_size,
+                "arrival order",
+                _arrival_batches(len(texts), max_batch_size),
+            ),
         )
-    model = model.to(device).eval()
-    lengths = [len(counter(text, truncation=True, max_length=max_length)["input_ids"]) for text in texts]
+        for label, size, order, batches in orders:
+            for shape in warmup_batches(batches, lengths):
+                run_batch([texts[i] for i in shape])
+            self._plans.append(_Plan(label, size, order, [[texts[i] for i in batch] for batch in batches]))
 
-    def run_batch(batch: list[str]) -> None:
-        encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        with torch.inference_mode():
-            logits = model(**encoded.to(device)).logits
-            torch.softmax(logits.float(), dim=-1).cpu()
-
-    if device == "cpu" and hardware.usable_cpus() < torch.get_num_threads():
-        torch.set_num_threads(hardware.usable_cpus())  # the server's rule: a CPU limit, not the cores
-    threads = torch.get_num_threads()
-    plans = (
-        ("raw batch 1", 1, "one by one", _arrival_batches(len(texts), 1)),
-        (
-            f"raw batch {max_batch_size}, sorted (ceiling)",
-            max_batch_size,
-            "sorted by length",
-            sorted_batches(lengths, max_batch_size),
-        ),
-        (
-            f"raw batch {max_batch_size}, arrival order",
-            max_batch_size,
-            "arrival order",
-            _arrival_batches(len(texts), max_batch_size),
-        ),
-    )
-    progress(f"references on {device}, {dtype}, {threads} torch threads")
-    measured = []
-    for label, size, order, batches in plans:
-        progress(f"reference: {label}")
-        if foreign is not None:
-            foreign()  # starts the interval
-        rate, p50 = _measure(run_batch, texts, lengths, batches, min_seconds)
-        other = foreign() if foreign is not None else None
-        if other is not None and other > 0.1:
-            progress(f"  warning: other processes used {other:.0%} of the machine meanwhile")
-        measured.append(report.Reference(label, size, order, rate, p50, other))
-    single, ceiling, arrival = measured
-    return report.References(
-        single=single,
-        ceiling=ceiling,
-        arrival=arrival,
-        device=device,
-        dtype=dtype,
-        threads=threads,
-        tokens_min=min(lengths),
-        tokens_mean=statistics.fmean(lengths),
-        tokens_max=max(lengths),
-    )
+    def measure(
+        self,
+        min_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        progress: Callable[[str], None] | None = None,
+        foreign: Callable[[], float] | None = None,
+    ) -> report.References:
+        """The three references now, each for at least `min_seconds` (and one whole pass). `clock`
+        dates the measurement (its middle goes in `at_s`); `foreign`, when given, returns the share of
+        the machine other processes used since its last call, and each reference records it."""
+        started = clock()
+        measured = []
+        for plan in self._plans:
+            if progress is not None:
+                progress(f"reference: {plan.label}")
+            if foreign is not None:
+                foreign()  # starts the interval
+            self._run_batch(plan.batches[0])  # back in cache after whatever ran since the last pass
+            rate, p50 = _measure(self._run_batch, plan.batches, self._count, min_seconds)
+            other = foreign() if foreign is not None else None
+            if other is not None and other > 0.1 and progress is not None:
+                progress(f"  warning: other processes used {other:.0%} of the machine meanwhile")
+            measured.append(report.Reference(plan.label, plan.batch_size, plan.order, rate, p50, other))
+        single, ceiling, arrival = measured
+        return report.References(
+            single=single,
+            ceiling=ceiling,
+            arrival=arrival,
+            device=self.device,
+            dtype=self.dtype,
+            threads=self.threads,
+            tokens_min=min(self._lengths),
+            tokens_mean=statistics.fmean(self._lengths),
+            tokens_max=max(self._lengths),
+            at_s=(started + clock()) / 2,
+        )

@@ -1,11 +1,14 @@
 """The bench's figures and how they are read: percentiles, the table, the ratios against the raw model.
 
-Why ratios: absolute numbers drift by 5-8 % within minutes on a shared CPU, but a served figure and a
-raw figure measured in the same run drift together. Each served cell is therefore set beside two
-in-process references on the same texts: the raw model at batch size 1, and the raw model at the
-max batch size on batches of similar-length texts (the texts sorted by token length, then cut),
-which is the ceiling a server can reach on this traffic. The goals printed next to the ratios are
-the ones Carpool is held to on a 2-core CPU with this traffic.
+Why ratios: absolute numbers drift on a shared CPU (by up to 25 % within a minute), but a served
+figure and a raw figure measured seconds apart drift together. Each served cell is therefore set
+beside two in-process references on the same texts, as they stood when the cell ran (`refs_at`):
+the raw model at batch size 1, and the raw model at the max batch size on batches of similar-length
+texts (the texts sorted by token length, then cut), which is the ceiling a server can reach on this
+traffic. The grid runs in rounds; a row of the table is the median of its cell over the rounds,
+with the spread (lowest to highest) beside it, and each ratio line is the median of that ratio
+computed round by round. The goals printed next to the ratios are the ones Carpool is held to on a
+2-core CPU with this traffic.
 
 Pure: dataclasses in, strings and dicts out.
 """
@@ -13,21 +16,29 @@ Pure: dataclasses in, strings and dicts out.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = [
     "Cell",
     "Check",
+    "Goal",
     "Reference",
     "References",
+    "RefsAt",
+    "Row",
+    "Spread",
     "checks",
     "format_checks",
     "format_references",
+    "format_spread",
     "format_table",
     "percentile",
     "results_json",
+    "rows",
 ]
 
 
@@ -58,6 +69,8 @@ class Reference:
 
 @dataclass(frozen=True)
 class References:
+    """One measurement of the three references; `at_s`: its middle, in seconds since the bench began."""
+
     single: Reference
     ceiling: Reference
     arrival: Reference
@@ -67,11 +80,17 @@ class References:
     tokens_min: int
     tokens_mean: float
     tokens_max: int
+    at_s: float = 0.0
+
+
+RefsAt = Callable[["Cell"], References]
+"""The references as they stood when a cell ran (see `rounds.references_at`)."""
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One strategy at one concurrency, as served over HTTP."""
+    """One strategy at one concurrency in one round, as served over HTTP; `at_s`: the middle of its
+    measured window, in seconds since the bench began."""
 
     strategy: str
     concurrency: int
@@ -85,6 +104,8 @@ class Cell:
     errors: int
     avg_batch_size: float | None = None
     other_load: float | None = None  # share of the machine other processes used meanwhile
+    round: int = 1
+    at_s: float = 0.0
 
     @property
     def tail_ratio(self) -> float:
@@ -92,63 +113,173 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Spread:
+    """A figure over the rounds: the median, and the lowest and highest round."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        """Over the measured values (NaN, a figure a round could not measure, is left out)."""
+        known = [value for value in values if not math.isnan(value)]
+        if not known:
+            return cls(math.nan, math.nan, math.nan)
+        return cls(statistics.median(known), min(known), max(known))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One strategy at one concurrency over every round: a line of the table."""
+
+    strategy: str
+    concurrency: int
+    rounds: int
+    throughput: Spread
+    p50_ms: Spread
+    p95_ms: Spread
+    p99_ms: Spread
+    tail_ratio: Spread
+    ceiling_ratio: Spread  # throughput / the sorted ceiling as it stood when each round's cell ran
+    single_ratio: Spread  # throughput / raw batch 1, likewise
+    completed: int  # summed over the rounds, like non_2xx and errors
+    non_2xx: int
+    errors: int
+    avg_batch_size: float | None  # median over the rounds that measured it
+    other_load: float | None  # the highest over the rounds
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else math.nan
+
+
+def _over(cell: Cell, ref: Reference) -> float:
+    """The cell's throughput over a reference's."""
+    return _ratio(cell.throughput, ref.texts_per_s)
+
+
+def _optional_median(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def rows(cells: Sequence[Cell], refs_at: RefsAt) -> list[Row]:
+    """The table's rows: the cells grouped by strategy and concurrency, in the order first measured."""
+    groups: dict[tuple[str, int], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.strategy, cell.concurrency), []).append(cell)
+    found = []
+    for (strategy, concurrency), group in groups.items():
+        others = [c.other_load for c in group if c.other_load is not None]
+        found.append(
+            Row(
+                strategy=strategy,
+                concurrency=concurrency,
+                rounds=len(group),
+                throughput=Spread.of([c.throughput for c in group]),
+                p50_ms=Spread.of([c.p50_ms for c in group]),
+                p95_ms=Spread.of([c.p95_ms for c in group]),
+                p99_ms=Spread.of([c.p99_ms for c in group]),
+                tail_ratio=Spread.of([c.tail_ratio for c in group]),
+                ceiling_ratio=Spread.of([_over(c, refs_at(c).ceiling) for c in group]),
+                single_ratio=Spread.of([_over(c, refs_at(c).single) for c in group]),
+                completed=sum(c.completed for c in group),
+                non_2xx=sum(c.non_2xx for c in group),
+                errors=sum(c.errors for c in group),
+                avg_batch_size=_optional_median([c.avg_batch_size for c in group]),
+                other_load=max(others) if others else None,
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What a ratio is held to: `op` one of >=, <=, ==, and the bound."""
+
+    op: str
+    bound: float
+
+    def met(self, value: float) -> bool:
+        compare = {">=": operator.ge, "<=": operator.le, "==": operator.eq}[self.op]
+        return bool(compare(value, self.bound))
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True)
 class Check:
-    """A ratio read from the run, the goal it is held to (if any) and whether it met it."""
+    """A ratio read from the run (the median over the rounds, with the lowest and highest round),
+    the goal it is held to (if any) and whether the median met it."""
 
     name: str
     value: float
     unit: str
     goal: str = ""
     ok: bool | None = None
+    low: float | None = None
+    high: float | None = None
 
 
 def _find(cells: Sequence[Cell], strategy: str, concurrency: int) -> Cell | None:
     return next((c for c in cells if c.strategy == strategy and c.concurrency == concurrency), None)
 
 
-def checks(cells: Sequence[Cell], refs: References) -> list[Check]:
-    """The ratio lines: each strategy against the references, then the goals between cells."""
-    if not cells:
-        return []
-    top = max(c.concurrency for c in cells)
-    low = min(c.concurrency for c in cells)
+_Reading = tuple[str, float, str, Goal | None]
+
+
+def _round_readings(cells: Sequence[Cell], refs_at: RefsAt, top: int, low: int) -> list[_Reading]:
+    """The ratios of one round's cells, each against the references as they stood when it ran."""
     strategies = list(dict.fromkeys(c.strategy for c in cells))
-    found: list[Check] = []
+    found: list[_Reading] = []
     for strategy in strategies:
         cell = _find(cells, strategy, top)
         if cell is None:
             continue
-        ceiling = cell.throughput / refs.ceiling.texts_per_s
-        goal = strategy == "batch_optimized"
-        found.append(
-            Check(
-                f"{strategy} c={top} / sorted ceiling",
-                ceiling,
-                "x",
-                ">= 0.85" if goal else "",
-                ceiling >= 0.85 if goal else None,
-            )
-        )
-        single = cell.throughput / refs.single.texts_per_s
-        found.append(Check(f"{strategy} c={top} / raw batch 1", single, "x"))
+        goal = Goal(">=", 0.85) if strategy == "batch_optimized" else None
+        refs = refs_at(cell)
+        found.append((f"{strategy} c={top} / sorted ceiling", _over(cell, refs.ceiling), "x", goal))
+        found.append((f"{strategy} c={top} / raw batch 1", _over(cell, refs.single), "x", None))
     for strategy in strategies:
         cell = _find(cells, strategy, top)
         if cell is not None:
-            found.append(
-                Check(f"{strategy} c={top} p99 / p50", cell.tail_ratio, "x", "<= 1.6", cell.tail_ratio <= 1.6)
-            )
+            found.append((f"{strategy} c={top} p99 / p50", cell.tail_ratio, "x", Goal("<=", 1.6)))
     adaptive_low = _find(cells, "adaptive", low)
     if adaptive_low is not None:
-        gap = adaptive_low.p50_ms - refs.single.p50_ms
-        found.append(Check(f"adaptive c={low} p50 - raw batch 1 p50", gap, "ms", "<= 2", gap <= 2.0))
+        gap = adaptive_low.p50_ms - refs_at(adaptive_low).single.p50_ms
+        found.append((f"adaptive c={low} p50 - raw batch 1 p50", gap, "ms", Goal("<=", 2.0)))
     pairs = (("adaptive", "batch_optimized", 0.95), ("batch_optimized", "single_request", 2.0))
     for numerator, denominator, minimum in pairs:
         over, under = _find(cells, numerator, top), _find(cells, denominator, top)
         if over is not None and under is not None and under.throughput > 0:
-            ratio = over.throughput / under.throughput
-            found.append(
-                Check(f"{numerator} / {denominator} c={top}", ratio, "x", f">= {minimum:g}", ratio >= minimum)
-            )
+            # each over the ceiling of its own moment, so drift between the two cells cancels
+            ratio = _ratio(_over(over, refs_at(over).ceiling), _over(under, refs_at(under).ceiling))
+            found.append((f"{numerator} / {denominator} c={top}", ratio, "x", Goal(">=", minimum)))
+    return found
+
+
+def checks(cells: Sequence[Cell], refs_at: RefsAt) -> list[Check]:
+    """The ratio lines: each strategy against the references, then the goals between cells; each
+    computed round by round and reported as the median over the rounds, with its spread."""
+    if not cells:
+        return []
+    top = max(c.concurrency for c in cells)
+    low = min(c.concurrency for c in cells)
+    readings: dict[str, list[float]] = {}
+    kinds: dict[str, tuple[str, Goal | None]] = {}
+    for number in sorted({c.round for c in cells}):
+        in_round = [c for c in cells if c.round == number]
+        for name, value, unit, goal in _round_readings(in_round, refs_at, top, low):
+            readings.setdefault(name, []).append(value)
+            kinds[name] = (unit, goal)
+    found = []
+    for name, values in readings.items():
+        unit, goal = kinds[name]
+        spread = Spread.of(values)
+        ok = None if goal is None or math.isnan(spread.median) else goal.met(spread.median)
+        found.append(Check(name, spread.median, unit, str(goal or ""), ok, spread.low, spread.high))
     failed = sum(c.non_2xx + c.errors for c in cells)
     found.append(Check("non-2xx responses and errors, all cells", failed, "", "== 0", failed == 0))
     return found
@@ -162,10 +293,12 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
-def format_references(refs: References) -> str:
+def format_references(refs: References, measured: int = 1) -> str:
+    """`refs` (the median of `measured` measurements when there were several)."""
+    times = "" if measured == 1 else f", median of {measured} measurements between cells"
     lines = [
         f"Raw model in-process on {refs.device} ({refs.dtype}), {refs.threads} torch threads "
-        f"(texts of {refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max} tokens min/mean/max):"
+        f"(texts of {refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max} tokens min/mean/max){times}:"
     ]
     for ref in (refs.single, refs.ceiling, refs.arrival):
         per_call = "per text " if ref.batch_size == 1 else "per batch"
@@ -175,20 +308,41 @@ def format_references(refs: References) -> str:
     return "\n".join(lines)
 
 
-def format_table(cells: Sequence[Cell], refs: References) -> str:
+def format_table(table: Sequence[Row]) -> str:
+    """One line per row, with the median over the rounds of each figure."""
     header = (
         f"{'strategy':<16} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'non2xx':>6} {'errors':>6} {'batch':>6} {'x ceil':>7} {'x b1':>6} {'other':>6}"
+        f"{'p99/50':>6} {'non2xx':>6} {'errors':>6} {'batch':>6} {'x ceil':>7} {'x b1':>6} {'other':>6}"
     )
-    rows = [header, "-" * len(header)]
-    for c in cells:
-        rows.append(
-            f"{c.strategy:<16} {c.concurrency:>5} {c.throughput:>8.1f} {_num(c.p50_ms):>8} "
-            f"{_num(c.p95_ms):>8} {_num(c.p99_ms):>8} {c.non_2xx:>6} {c.errors:>6} "
-            f"{_num(c.avg_batch_size):>6} {c.throughput / refs.ceiling.texts_per_s:>7.2f} "
-            f"{c.throughput / refs.single.texts_per_s:>6.2f} {_percent(c.other_load):>6}"
+    lines = [header, "-" * len(header)]
+    for r in table:
+        lines.append(
+            f"{r.strategy:<16} {r.concurrency:>5} {_num(r.throughput.median):>8} {_num(r.p50_ms.median):>8} "
+            f"{_num(r.p95_ms.median):>8} {_num(r.p99_ms.median):>8} {_num(r.tail_ratio.median, 2):>6} "
+            f"{r.non_2xx:>6} {r.errors:>6} {_num(r.avg_batch_size):>6} {_num(r.ceiling_ratio.median, 2):>7} "
+            f"{_num(r.single_ratio.median, 2):>6} {_percent(r.other_load):>6}"
         )
-    return "\n".join(rows)
+    return "\n".join(lines)
+
+
+def _range(spread: Spread, digits: int) -> str:
+    return f"{_num(spread.low, digits)}-{_num(spread.high, digits)}"
+
+
+def format_spread(table: Sequence[Row]) -> str:
+    """One line per row: the lowest and highest round of the figures that drift."""
+    header = (
+        f"{'strategy':<16} {'conc':>5} {'req/s':>15} {'p50 ms':>15} {'p99 ms':>15} "
+        f"{'p99/50':>11} {'x ceil':>11} {'x b1':>11}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in table:
+        lines.append(
+            f"{r.strategy:<16} {r.concurrency:>5} {_range(r.throughput, 1):>15} {_range(r.p50_ms, 1):>15} "
+            f"{_range(r.p99_ms, 1):>15} {_range(r.tail_ratio, 2):>11} {_range(r.ceiling_ratio, 2):>11} "
+            f"{_range(r.single_ratio, 2):>11}"
+        )
+    return "\n".join(lines)
 
 
 def format_checks(found: Sequence[Check]) -> str:
@@ -196,20 +350,80 @@ def format_checks(found: Sequence[Check]) -> str:
     for check in found:
         verdict = "" if check.ok is None else ("  ok" if check.ok else "  MISSED")
         goal = f"  (goal {check.goal})" if check.goal else ""
-        lines.append(f"  {check.name:<46} {check.value:8.2f} {check.unit:<2}{goal}{verdict}")
+        spread = ""
+        if check.low is not None and check.high is not None and check.low < check.high:
+            spread = f"  [{_num(check.low, 2)}-{_num(check.high, 2)}]"
+        lines.append(f"  {check.name:<46} {_num(check.value, 2):>8} {check.unit:<2}{spread}{goal}{verdict}")
     return "\n".join(lines)
 
 
+def _spread_json(spread: Spread) -> list[float]:
+    return [spread.low, spread.high]
+
+
 def results_json(
-    meta: dict[str, Any], refs: References, cells: Sequence[Cell], found: Sequence[Check]
+    meta: dict[str, Any],
+    refs: References,
+    measured: Sequence[References],
+    table: Sequence[Row],
+    cells: Sequence[Cell],
+    refs_at: RefsAt,
+    found: Sequence[Check],
 ) -> dict[str, Any]:
-    """Everything the run measured, for the results file (strict JSON: a missing figure is null)."""
+    """Everything the run measured, for the results file (strict JSON: a missing figure is null).
+
+    `references` and `cells` hold the medians (the table); `reference_runs` and `cell_runs` every
+    single measurement, each cell with the reference figures it was set against."""
+    summary = [
+        {
+            "strategy": r.strategy,
+            "concurrency": r.concurrency,
+            "rounds": r.rounds,
+            "completed": r.completed,
+            "throughput": r.throughput.median,
+            "p50_ms": r.p50_ms.median,
+            "p95_ms": r.p95_ms.median,
+            "p99_ms": r.p99_ms.median,
+            "p99_over_p50": r.tail_ratio.median,
+            "ceiling_ratio": r.ceiling_ratio.median,
+            "single_ratio": r.single_ratio.median,
+            "non_2xx": r.non_2xx,
+            "errors": r.errors,
+            "avg_batch_size": r.avg_batch_size,
+            "other_load": r.other_load,
+            "spread": {
+                "throughput": _spread_json(r.throughput),
+                "p50_ms": _spread_json(r.p50_ms),
+                "p95_ms": _spread_json(r.p95_ms),
+                "p99_ms": _spread_json(r.p99_ms),
+                "p99_over_p50": _spread_json(r.tail_ratio),
+                "ceiling_ratio": _spread_json(r.ceiling_ratio),
+                "single_ratio": _spread_json(r.single_ratio),
+            },
+        }
+        for r in table
+    ]
+    runs = []
+    for cell in cells:
+        at = refs_at(cell)
+        runs.append(
+            asdict(cell)
+            | {
+                "p99_over_p50": cell.tail_ratio,
+                "ceiling_texts_per_s": at.ceiling.texts_per_s,
+                "single_texts_per_s": at.single.texts_per_s,
+                "ceiling_ratio": _ratio(cell.throughput, at.ceiling.texts_per_s),
+                "single_ratio": _ratio(cell.throughput, at.single.texts_per_s),
+            }
+        )
     strict: dict[str, Any] = _strict(
         {
             "meta": meta,
             "references": asdict(refs),
-            "cells": [{**asdict(c), "p99_over_p50": c.tail_ratio} for c in cells],
+            "cells": summary,
             "checks": [asdict(check) for check in found],
+            "reference_runs": [asdict(one) for one in measured],
+            "cell_runs": runs,
         }
     )
     return strict

@@ -7,15 +7,20 @@ each text's length from a target spread, so the batches the server forms carry t
 real traffic does. With the MiniLM tokenizer the texts span about 10 to 60 tokens, [CLS] and [SEP]
 included; `tests/serving/test_bench_texts.py` pins that with the real tokenizer.
 
+Users judge on their own traffic, so `parse_texts` also reads theirs (the content of a
+`--texts-file`): one text per line, or JSON Lines.
+
 Pure Python, no I/O: the same seed always gives the same list.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
+from typing import Any
 
-__all__ = ["KINDS", "estimate_tokens", "generate_texts"]
+__all__ = ["KINDS", "TextsError", "estimate_tokens", "generate_texts", "parse_texts"]
 
 MIN_TOKENS = 10
 MAX_TOKENS = 60
@@ -179,3 +184,61 @@ def generate_texts(
         target = rng.randint(min_tokens, max_tokens)
         texts.append(_one_text(rng, kind, target, min_tokens + 1, max_tokens - 5))
     return texts
+
+
+class TextsError(ValueError):
+    """A texts file the bench cannot use; the message names the file and, for a bad line, its number."""
+
+
+def _json_text(value: Any) -> str | None:
+    """The text a JSON line holds: a string, or an object's "text" field; None when neither."""
+    if isinstance(value, dict):
+        value = value.get("text")
+    return value if isinstance(value, str) else None
+
+
+def _is_json_lines(first: str) -> bool:
+    """A first line that is a JSON string or object makes the file JSON Lines."""
+    if not first.startswith(("{", '"')):
+        return False
+    try:
+        json.loads(first)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_texts(content: str, source: str, *, json_lines: bool | None = None) -> list[str]:
+    """The texts in `content`, the content of the file `source` (named in errors), in file order.
+
+    One text per line, or JSON Lines: each line a JSON string, or an object with a string "text"
+    field (other fields are ignored). `json_lines=None` decides from the first non-blank line: JSON
+    Lines when it parses as a JSON string or object. Blank lines are skipped in both formats;
+    surrounding whitespace is kept in JSON, stripped from plain lines. A line that is not valid JSON
+    in a JSON Lines file, an object without a "text" string, a text of whitespace only, or a file
+    without any text raises TextsError naming the file and the line.
+    """
+    lines = content.splitlines()
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise TextsError(f"{source} holds no texts (it is empty or blank)")
+    if json_lines is None:
+        json_lines = _is_json_lines(numbered[0][1].strip())
+    if not json_lines:
+        return [line.strip() for _, line in numbered]
+    found = []
+    for number, line in numbered:
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            raise TextsError(f"{source}, line {number}: not valid JSON ({exc}): {line[:80]!r}") from exc
+        text = _json_text(value)
+        if text is None:
+            raise TextsError(
+                f'{source}, line {number}: expected a JSON string or an object with a "text" string, '
+                f"got {line[:80]!r}"
+            )
+        if not text.strip():
+            raise TextsError(f"{source}, line {number}: the text is empty")
+        found.append(text)
+    return found

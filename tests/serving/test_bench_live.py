@@ -1,15 +1,18 @@
 """`carpool bench` against real `carpool serve` processes serving a tiny BERT: the client counts what
-the server answered, a running server is driven and left as it was found, and `--spawn` runs the
-whole grid end to end, writing the table, the results file and the plot."""
+the server answered, a running server is driven and left as it was found, `--spawn` runs the
+whole grid end to end in rounds, writing the tables, the results file and the plot, and `--model
+tiny` builds and serves its own tiny BERT and sends the user's texts."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -22,7 +25,9 @@ from tests.support.pods import ServingPod
 pytestmark = pytest.mark.integration
 
 TOKEN = "bench-admin-token"
-QUICK = ["--duration", "0.3", "--warmup", "0.1", "--texts", "24", "--reference-seconds", "0.05"]
+QUICK = [
+    *("--duration", "0.5", "--warmup", "0.2", "--texts", "24", "--reference-seconds", "0.05", "--rounds", "1")
+]
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +103,22 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
         "--concurrency",
         "1,4",
         *QUICK,
+        "--rounds",
+        "2",
         "--output",
         str(tmp_path),
     ]
     assert command.main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "[bench] reference: raw batch 1\n" in out
-    assert "[bench] cell 6/6: adaptive at concurrency 4" in out
+    assert "[bench] cell 6/12, round 1/2: adaptive at concurrency 4" in out
+    assert "[bench] cell 12/12, round 2/2: single_request at concurrency 1" in out  # backwards
+    assert "[bench] references 5/5: sorted ceiling" in out
     table = (tmp_path / "bench.txt").read_text()
     assert table in out
-    assert "strategy          conc    req/s   p50 ms" in table and "Ratios (same run):" in table
+    assert "strategy          conc    req/s   p50 ms" in table and "medians over 2 rounds" in table
+    assert "Spread over the 2 rounds (lowest-highest):" in table
+    assert "Ratios (same run, medians over the rounds):" in table
     results = json.loads((tmp_path / "bench.json").read_text())
     assert results["meta"]["spawned"] is True
     # the references ran where the server runs the model (cpu here, cuda on a GPU machine)
@@ -117,10 +128,20 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
     assert [c["strategy"] for c in results["cells"]] == ["single_request"] * 2 + ["batch_optimized"] * 2 + [
         "adaptive"
     ] * 2
+    assert all(c["rounds"] == 2 for c in results["cells"])
     assert all(c["completed"] > 0 and c["non_2xx"] == 0 and c["errors"] == 0 for c in results["cells"])
     assert all(0 <= c["other_load"] <= 1 for c in results["cells"])
     assert all(0 <= results["references"][r]["other_load"] <= 1 for r in ("single", "ceiling", "arrival"))
     assert results["references"]["ceiling"]["texts_per_s"] > 0
+    # every cell lies between two reference measurements, and was read against them
+    runs, refs = results["cell_runs"], results["reference_runs"]
+    assert len(runs) == 12 and len(refs) == 5
+    moments = [r["at_s"] for r in refs]
+    assert moments == sorted(moments)
+    for run in runs:
+        assert any(a <= run["at_s"] <= b for a, b in itertools.pairwise(moments))
+        low, high = sorted(_ceilings_around(refs, run["at_s"]))
+        assert low <= run["ceiling_texts_per_s"] <= high
     assert {check["name"] for check in results["checks"]} >= {
         "batch_optimized c=4 / sorted ceiling",
         "adaptive c=1 p50 - raw batch 1 p50",
@@ -131,6 +152,44 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
     assert "Finished server process" in (tmp_path / "server.log").read_text()
     with pytest.raises(httpx.ConnectError):  # the spawned server is gone
         httpx.get(f"{results['meta']['url']}/health")
+
+
+def _ceilings_around(refs: list[dict[str, Any]], at_s: float) -> tuple[float, float]:
+    before = max((r for r in refs if r["at_s"] <= at_s), key=lambda r: r["at_s"])
+    after = min((r for r in refs if r["at_s"] >= at_s), key=lambda r: r["at_s"])
+    return before["ceiling"]["texts_per_s"], after["ceiling"]["texts_per_s"]
+
+
+def test_model_tiny_builds_serves_and_benches_a_tiny_bert_on_the_user_s_texts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "traffic.jsonl"
+    lines = [
+        '{"text": "Verify your account at bit.ly/x", "label": "phishing"}',
+        '"lunch at 12?"',
+        "",
+        '{"text": "ok"}',
+    ]
+    mine.write_text("\n".join(lines) + "\n")
+    out_dir = tmp_path / "out"
+    argv = ["--spawn", "--model", "tiny", "--texts-file", str(mine), "--strategies", "adaptive"]
+    argv += ["--concurrency", "8", *QUICK[:4], "--reference-seconds", "0.05", "--rounds", "2"]
+    argv += ["--reference-every", "1", "--output", str(out_dir)]
+    assert command.main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    built = out_dir / "tiny-model"
+    assert f"building the tiny BERT (1 layer, hidden 32, the MiniLM tokenizer) in {built}" in out
+    config = json.loads((built / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["hidden_size"]) == (1, 32)
+    results = json.loads((out_dir / "bench.json").read_text())
+    meta = results["meta"]
+    assert meta["model"] == "tiny" and meta["model_path"] == str(built.resolve())
+    assert meta["texts"] == 3 and meta["texts_source"] == f"3 texts from {mine}" and meta["seed"] is None
+    assert results["references"]["tokens_max"] <= 16  # the user's short texts, not the generated ones
+    [row] = results["cells"]
+    assert row["rounds"] == 2 and row["non_2xx"] == 0 and row["errors"] == 0 and row["throughput"] > 0
+    assert len(results["cell_runs"]) == 2 and len(results["reference_runs"]) == 3
+    assert row["spread"]["throughput"][0] <= row["throughput"] <= row["spread"]["throughput"][1]
 
 
 def test_foreign_load_counts_other_processes_not_the_bench_or_its_server() -> None:

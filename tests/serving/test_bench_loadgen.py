@@ -151,3 +151,35 @@ async def test_a_server_that_is_not_there_gives_errors_not_a_crash() -> None:
     result = await loadgen.run_load(url, ["x"], "m", concurrency=2, duration_s=0.2, warmup_s=0.0)
     assert result.errors >= 2 and not result.statuses and result.completed == 0
     assert "connect" in result.error_samples[0]
+
+
+@pytest.mark.integration
+async def test_drive_sends_requests_encoded_by_the_caller_round_robin(
+    bare_server: Callable[..., Awaitable[tuple[str, Counter[str]]]],
+) -> None:
+    """Another endpoint's requests (a peer's protocol, say) go out byte for byte, every one of them."""
+    url, answered = await bare_server(_close_or_chunk)
+    target = loadgen.Target.parse(url)
+    requests = []
+    for text in ("chunk", "close", "chunk"):
+        body = json.dumps({"text": text, "id": len(requests)}).encode()
+        head = f"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+        requests.append(head.encode() + body)
+    result = await loadgen.drive(target, requests, concurrency=3, duration_s=0.3, warmup_s=0.0)
+    assert result.errors == 0, result.error_samples
+    assert answered["close"] > 0 and answered["chunk"] > answered["close"]
+    assert result.statuses[200] == answered["close"] + answered["chunk"]
+    with pytest.raises(ValueError, match="at least one request"):
+        await loadgen.drive(target, [], concurrency=1, duration_s=0.1, warmup_s=0.0)
+
+
+@pytest.mark.integration
+async def test_a_cancelled_run_is_cancelled_not_cut_short() -> None:
+    """Ctrl-C reaches a run as a cancellation (asyncio.Runner): it must stop the bench, not end the
+    cell early with what it measured and go on to the next one."""
+    url = f"http://127.0.0.1:{free_port()}"
+    run = asyncio.create_task(loadgen.run_load(url, ["x"], "m", concurrency=2, duration_s=30, warmup_s=0.0))
+    await asyncio.sleep(0.2)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run

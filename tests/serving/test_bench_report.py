@@ -1,5 +1,6 @@
-"""How the bench reads its figures: percentiles, ratios and goals, the table, the results file,
-and the server readings it relies on (batch counters from /metrics, /models/status entries)."""
+"""How the bench reads its figures: percentiles, medians and spreads over rounds, ratios and goals
+against the references of each cell's moment, the tables, the results file, and the server
+readings it relies on (batch counters from /metrics, /models/status entries)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ REFS = report.References(
 
 
 def _cell(
-    strategy: str, concurrency: int, throughput: float, p50: float, p99: float, **kw: int
+    strategy: str, concurrency: int, throughput: float, p50: float, p99: float, **kw: float
 ) -> report.Cell:
     return report.Cell(
         strategy=strategy,
@@ -44,10 +45,16 @@ def _cell(
         p50_ms=p50,
         p95_ms=(p50 + p99) / 2,
         p99_ms=p99,
-        non_2xx=kw.get("non_2xx", 0),
-        errors=kw.get("errors", 0),
-        avg_batch_size=None,
+        non_2xx=int(kw.get("non_2xx", 0)),
+        errors=int(kw.get("errors", 0)),
+        avg_batch_size=kw.get("batch"),
+        round=int(kw.get("round", 1)),
+        at_s=kw.get("at_s", 0.0),
     )
+
+
+def _same(_: report.Cell) -> report.References:
+    return REFS
 
 
 GRID = [
@@ -73,7 +80,7 @@ def test_percentile_of_nothing_is_nan_and_out_of_range_is_refused() -> None:
 
 
 def test_checks_read_the_ratios_and_goals_at_the_top_and_lowest_concurrency() -> None:
-    found = {check.name: check for check in report.checks(GRID, REFS)}
+    found = {check.name: check for check in report.checks(GRID, _same)}
     ceiling = found["batch_optimized c=64 / sorted ceiling"]
     assert ceiling.value == pytest.approx(0.9) and ceiling.ok is True
     assert found["single_request c=64 / sorted ceiling"].ok is None  # informative, no goal
@@ -93,47 +100,150 @@ def test_checks_read_the_ratios_and_goals_at_the_top_and_lowest_concurrency() ->
 
 def test_checks_skip_what_the_grid_did_not_measure() -> None:
     only = [_cell("batch_optimized", 8, 150.0, 50.0, 90.0)]
-    names = [check.name for check in report.checks(only, REFS)]
+    names = [check.name for check in report.checks(only, _same)]
     assert names == [
         "batch_optimized c=8 / sorted ceiling",
         "batch_optimized c=8 / raw batch 1",
         "batch_optimized c=8 p99 / p50",
         "non-2xx responses and errors, all cells",
     ]
-    assert report.checks([], REFS) == []
+    assert report.checks([], _same) == []
 
 
-def test_table_and_checks_print_one_line_per_cell_and_ratio() -> None:
+def _drifting(cell: report.Cell) -> report.References:
+    """References whose speed halves from round 1 to round 2, as on a machine that got busy."""
+    scale = 0.5 if cell.round == 2 else 1.0
+    return dataclasses.replace(
+        REFS,
+        single=dataclasses.replace(REFS.single, texts_per_s=100.0 * scale, p50_ms=8.0 / scale),
+        ceiling=dataclasses.replace(REFS.ceiling, texts_per_s=200.0 * scale),
+    )
+
+
+ROUNDS = [
+    _cell("batch_optimized", 64, 180.0, 330.0, 500.0, round=1),
+    _cell("adaptive", 64, 190.0, 340.0, 520.0, round=1),
+    _cell("adaptive", 1, 110.0, 9.5, 11.0, round=1, errors=1),
+    _cell("adaptive", 1, 60.0, 17.0, 20.0, round=2),
+    _cell("adaptive", 64, 96.0, 360.0, 540.0, round=2, non_2xx=2),
+    _cell("batch_optimized", 64, 88.0, 330.0, 800.0, round=2),
+    _cell("batch_optimized", 64, 175.0, 320.0, 470.0, round=3),
+    _cell("adaptive", 64, 170.0, 330.0, 500.0, round=3),
+    _cell("adaptive", 1, 108.0, 9.0, 10.0, round=3),
+]
+
+
+def test_checks_are_read_round_by_round_against_each_cell_s_references_then_the_median() -> None:
+    """Round 2 ran at half speed, its references too: its ratios agree with the other rounds'."""
+    found = {check.name: check for check in report.checks(ROUNDS, _drifting)}
+    ceiling = found["batch_optimized c=64 / sorted ceiling"]
+    assert (ceiling.low, ceiling.value, ceiling.high) == pytest.approx((0.875, 0.88, 0.9))
+    assert ceiling.ok is True
+    gap = found["adaptive c=1 p50 - raw batch 1 p50"]  # 1.5, 1.0 (17 - 16), 1.0
+    assert (gap.low, gap.value, gap.high) == pytest.approx((1.0, 1.0, 1.5))
+    pair = found["adaptive / batch_optimized c=64"]  # 190/180, 96/88, 170/175
+    assert pair.value == pytest.approx(190 / 180) and pair.low == pytest.approx(170 / 175)
+    tail = found["batch_optimized c=64 p99 / p50"]  # the median holds though round 2's tail missed
+    assert tail.value == pytest.approx(500 / 330) and tail.high == pytest.approx(800 / 330)
+    assert tail.ok is True
+    failures = found["non-2xx responses and errors, all cells"]
+    assert failures.value == 3 and failures.ok is False  # a sum over every round, not a median
+
+
+def test_rows_hold_the_median_and_spread_of_each_cell_over_the_rounds() -> None:
+    table = report.rows(ROUNDS, _drifting)
+    assert [(r.strategy, r.concurrency, r.rounds) for r in table] == [
+        ("batch_optimized", 64, 3),
+        ("adaptive", 64, 3),
+        ("adaptive", 1, 3),
+    ]
+    adaptive = table[1]
+    assert adaptive.throughput == report.Spread(170.0, 96.0, 190.0)
+    assert adaptive.p99_ms == report.Spread(520.0, 500.0, 540.0)
+    assert adaptive.ceiling_ratio == report.Spread(pytest.approx(0.95), 0.85, 0.96)
+    assert adaptive.single_ratio.median == pytest.approx(1.9)
+    assert (adaptive.non_2xx, adaptive.errors, table[2].errors) == (2, 0, 1)
+    assert adaptive.completed == 1700 + 960 + 1900
+    assert adaptive.avg_batch_size is None and adaptive.other_load is None  # not measured
+
+
+def test_a_spread_leaves_out_what_a_round_could_not_measure() -> None:
+    assert report.Spread.of([3.0, math.nan, 1.0, 2.0]) == report.Spread(2.0, 1.0, 3.0)
+    assert math.isnan(report.Spread.of([math.nan]).median)
+    table = report.rows(
+        [
+            _cell("adaptive", 8, 10.0, 1.0, 2.0, batch=4.0, round=1),
+            _cell("adaptive", 8, 20.0, 1.0, 2.0, round=2),
+            dataclasses.replace(_cell("adaptive", 8, 30.0, 1.0, 2.0, round=3), other_load=0.3),
+        ],
+        _same,
+    )
+    assert table[0].avg_batch_size == 4.0 and table[0].other_load == 0.3  # the worst round
+
+
+def test_table_spread_and_checks_print_one_line_per_row_and_ratio() -> None:
     grid = [*GRID[:3], dataclasses.replace(GRID[3], avg_batch_size=14.25, other_load=0.42), *GRID[4:]]
-    table = report.format_table(grid, REFS).splitlines()
+    table = report.format_table(report.rows(grid, _same)).splitlines()
     assert table[0].split()[:4] == ["strategy", "conc", "req/s", "p50"]
     assert len(table) == 2 + len(GRID)
     assert table[5].split() == [
-        "batch_optimized", "64", "180.0", "330.0", "415.0", "500.0", "0", "0", "14.2", "0.90", "1.80", "42%"
+        "batch_optimized", "64", "180.0", "330.0", "415.0", "500.0", "1.52", "0", "0", "14.2", "0.90", "1.80",
+        "42%",
     ]  # fmt: skip
     assert table[6].split()[-1] == "n/a"  # not measured (a server the bench did not start)
-    lines = report.format_checks(report.checks(GRID, REFS))
+    spread = report.format_spread(report.rows(ROUNDS, _drifting)).splitlines()
+    assert spread[0].split() == [
+        "strategy",
+        "conc",
+        "req/s",
+        "p50",
+        "ms",
+        "p99",
+        "ms",
+        "p99/50",
+        "x",
+        "ceil",
+        "x",
+        "b1",
+    ]
+    assert spread[3].split() == [
+        "adaptive", "64", "96.0-190.0", "330.0-360.0", "500.0-540.0", "1.50-1.53", "0.85-0.96", "1.70-1.92"
+    ]  # fmt: skip
+    lines = report.format_checks(report.checks(GRID, _same))
     assert "0.90 x   (goal >= 0.85)  ok" in lines
     assert "(goal >= 2)  MISSED" in lines
+    assert "0.88 x   [0.88-0.90]  (goal >= 0.85)  ok" in report.format_checks(
+        report.checks(ROUNDS, _drifting)
+    )
 
 
 def test_references_print_the_token_spread_and_each_reference() -> None:
     text = report.format_references(REFS)
     assert "11/35.6/59 tokens" in text
     assert "raw batch 32, sorted (ceiling)" in text and "200.0 texts/s" in text
-    assert "other" not in text  # not measured
+    assert "other" not in text and "median" not in text  # not measured; measured once
     disturbed = dataclasses.replace(REFS, single=dataclasses.replace(REFS.single, other_load=0.37))
     assert report.format_references(disturbed).splitlines()[1].endswith("ms per text    other 37%")
+    assert "median of 7 measurements between cells" in report.format_references(REFS, 7)
 
 
-def test_results_json_is_strict_json() -> None:
-    cells = [*GRID, _cell("adaptive", 8, 0.0, math.nan, math.nan)]
-    results = report.results_json({"url": "x"}, REFS, cells, report.checks(cells, REFS))
+def test_results_json_is_strict_json_with_medians_and_every_measurement() -> None:
+    cells = [*ROUNDS, _cell("adaptive", 8, 0.0, math.nan, math.nan)]
+    table = report.rows(cells, _drifting)
+    found = report.checks(cells, _drifting)
+    results = report.results_json({"url": "x"}, REFS, [REFS, REFS], table, cells, _drifting, found)
     text = json.dumps(results, allow_nan=False)
     loaded = json.loads(text)
     assert loaded["cells"][-1]["p50_ms"] is None
-    assert loaded["cells"][3]["p99_over_p50"] == pytest.approx(500 / 330)
+    adaptive = loaded["cells"][1]
+    assert (adaptive["strategy"], adaptive["concurrency"], adaptive["rounds"]) == ("adaptive", 64, 3)
+    assert adaptive["throughput"] == 170.0 and adaptive["spread"]["throughput"] == [96.0, 190.0]
+    assert adaptive["p99_over_p50"] == pytest.approx(500 / 330)  # the median of the rounds' ratios
     assert loaded["references"]["ceiling"]["texts_per_s"] == 200.0
+    assert len(loaded["reference_runs"]) == 2
+    runs = loaded["cell_runs"]
+    assert len(runs) == len(cells) and runs[4]["round"] == 2
+    assert runs[4]["ceiling_texts_per_s"] == 100.0 and runs[4]["ceiling_ratio"] == pytest.approx(0.96)
 
 
 def test_sorted_batches_cut_the_texts_sorted_by_length() -> None:
@@ -191,3 +301,15 @@ def test_the_warm_up_meets_every_batch_shape_once() -> None:
     assert reference.warmup_batches(batches, lengths) == [[0], [2], [5]]
     pairs = [[0, 1], [2, 3], [4, 5]]
     assert reference.warmup_batches(pairs, lengths) == pairs  # (2, 12), (2, 30), (2, 40)
+
+
+def test_a_ratio_no_round_could_measure_reads_n_a() -> None:
+    unmeasured = [
+        _cell("adaptive", 1, 0.0, math.nan, math.nan, round=1),
+        _cell("adaptive", 1, 0.0, math.nan, math.nan, round=2),
+    ]
+    found = {check.name: check for check in report.checks(unmeasured, _same)}
+    gap = found["adaptive c=1 p50 - raw batch 1 p50"]
+    assert math.isnan(gap.value) and gap.ok is None
+    line = next(line for line in report.format_checks([gap]).splitlines())
+    assert line.split()[-5:] == ["n/a", "ms", "(goal", "<=", "2)"]

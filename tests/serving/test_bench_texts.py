@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from typing import Any
 
@@ -72,3 +73,48 @@ def test_the_estimate_follows_the_real_tokenizer(minilm_tokenizer: Any) -> None:
 def test_bad_arguments_are_refused(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         texts.generate_texts(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(
+            "lunch at 12?\n\n  Verify your account now  \n",
+            ["lunch at 12?", "Verify your account now"],
+            id="lines",
+        ),
+        pytest.param('"lunch at 12?"\n"  spaced  "\n', ["lunch at 12?", "  spaced  "], id="json-strings"),
+        pytest.param(
+            '{"text": "Pay the fee", "label": "spam"}\n\n{"text": "line\\nbreak"}\n"a string too"\n',
+            ["Pay the fee", "line\nbreak", "a string too"],
+            id="json-objects",
+        ),
+        pytest.param(
+            '"Hi" she said\n{not json}\n', ['"Hi" she said', "{not json}"], id="quotes-in-plain-text"
+        ),
+        pytest.param("crlf one\r\ncrlf two\r\n", ["crlf one", "crlf two"], id="crlf"),
+    ],
+)
+def test_a_texts_file_is_read_as_lines_or_json_lines(content: str, expected: list[str]) -> None:
+    assert texts.parse_texts(content, "mine.txt") == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param("", "mine.txt holds no texts", id="empty"),
+        pytest.param("\n  \n\n", "mine.txt holds no texts", id="blank"),
+        pytest.param('{"text": "ok"}\n\n{"text": "cut', "mine.txt, line 3: not valid JSON", id="bad-json"),
+        pytest.param(
+            '{"text": "ok"}\n{"body": "x"}\n',
+            'mine.txt, line 2: expected a JSON string or an object with a "text"',
+            id="no-text-field",
+        ),
+        pytest.param('"ok"\n42\n', "mine.txt, line 2: expected a JSON string", id="a-number"),
+        pytest.param('{"text": 7}\n', "mine.txt, line 1: expected", id="text-not-a-string"),
+        pytest.param('"ok"\n"   "\n', "mine.txt, line 2: the text is empty", id="empty-text"),
+    ],
+)
+def test_a_texts_file_the_bench_cannot_use_is_refused_naming_the_line(content: str, message: str) -> None:
+    with pytest.raises(texts.TextsError, match=re.escape(message)):
+        texts.parse_texts(content, "mine.txt")

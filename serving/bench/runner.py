@@ -1,0 +1,156 @@
+"""The bench's run: the schedule's steps in order, each cell driven over HTTP and each measurement
+of the raw references taken in-process, every one dated on one clock.
+
+Why apart from `command`: the command reads options and writes results; this module is what
+happens in between, and what a new way of loading the server (another protocol, another client)
+changes. Each cell sets its strategy through POST /batching/configure, reads the batch counters of
+/metrics before and after, and records the share of the machine other processes used meanwhile
+(with a server the bench started); each reference measurement records how much CPU the idle server
+took, since the references need the whole machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from serving.bench import loadgen, reference, report, rounds, server
+
+__all__ = ["CellSettings", "Clock", "Measured", "run"]
+
+
+class Clock:
+    """Seconds since the run began: what dates every reference and cell."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self._start
+
+
+@dataclass(frozen=True)
+class CellSettings:
+    """What every cell sends, where, and for how long."""
+
+    url: str
+    model: str
+    texts: Sequence[str]
+    max_batch_size: int
+    duration_s: float
+    warmup_s: float
+    timeout_s: float
+
+
+@dataclass
+class Measured:
+    """Everything the run measured, in order."""
+
+    references: list[report.References] = field(default_factory=list)
+    cells: list[report.Cell] = field(default_factory=list)
+    reference_seconds: float = 0.0  # time spent measuring references
+    server_cpu_seconds: float = 0.0  # CPU the (idle) server used meanwhile, when the bench started it
+
+    @property
+    def server_cpu_during_references(self) -> float | None:
+        """The share of a core the idle server used during the references."""
+        return self.server_cpu_seconds / self.reference_seconds if self.reference_seconds > 0 else None
+
+
+def _run_cell(
+    settings: CellSettings,
+    admin: server.Admin,
+    step: rounds.Step,
+    clock: Clock,
+    foreign: server.ForeignLoad | None,
+    say: Callable[[str], None],
+) -> report.Cell:
+    admin.configure({"enable": True, "strategy": step.strategy, "max_batch_size": settings.max_batch_size})
+    before = admin.batch_counters(settings.model)
+    if foreign is not None:
+        foreign.share()  # starts the interval
+    started = clock()
+    load = loadgen.run_blocking(
+        loadgen.run_load(
+            settings.url,
+            settings.texts,
+            settings.model,
+            concurrency=step.concurrency,
+            duration_s=settings.duration_s,
+            warmup_s=settings.warmup_s,
+            timeout_s=settings.timeout_s,
+        )
+    )
+    other_load = foreign.share() if foreign is not None else None
+    after = admin.batch_counters(settings.model)
+    latencies = load.latencies_s
+    cell = report.Cell(
+        strategy=step.strategy,
+        concurrency=step.concurrency,
+        window_s=load.window_s,
+        completed=load.completed,
+        throughput=load.throughput,
+        p50_ms=report.percentile(latencies, 50) * 1000,
+        p95_ms=report.percentile(latencies, 95) * 1000,
+        p99_ms=report.percentile(latencies, 99) * 1000,
+        non_2xx=load.non_2xx,
+        errors=load.errors,
+        avg_batch_size=server.average_batch_size(before, after),
+        other_load=other_load,
+        round=step.round,
+        at_s=started + settings.warmup_s + settings.duration_s / 2,
+    )
+    say(
+        f"  {cell.throughput:.1f} req/s, p50 {cell.p50_ms:.1f} ms, p99 {cell.p99_ms:.1f} ms, "
+        f"{cell.non_2xx} non-2xx, {cell.errors} errors"
+    )
+    if other_load is not None and other_load > 0.1:
+        say(f"  warning: other processes used {other_load:.0%} of the machine during this cell")
+    for sample in load.error_samples:
+        say(f"  error: {sample}")
+    return cell
+
+
+def run(
+    steps: Sequence[rounds.Step],
+    settings: CellSettings,
+    admin: server.Admin,
+    raw: reference.RawModel,
+    *,
+    reference_seconds: float,
+    spawned: server.Spawned | None,
+    say: Callable[[str], None],
+) -> Measured:
+    """Every step in order: the cells, and the references measured between them."""
+    total_cells = sum(step.cell for step in steps)
+    total_refs = len(steps) - total_cells
+    total_rounds = max((step.round for step in steps), default=0)
+    foreign = server.ForeignLoad(spawned.pid) if spawned else None
+    clock = Clock()
+    measured = Measured()
+    for step in steps:
+        if step.cell:
+            say(
+                f"cell {len(measured.cells) + 1}/{total_cells}, round {step.round}/{total_rounds}: "
+                f"{step.strategy} at concurrency {step.concurrency} "
+                f"(warm-up {settings.warmup_s:g} s, measure {settings.duration_s:g} s)"
+            )
+            measured.cells.append(_run_cell(settings, admin, step, clock, foreign, say))
+            continue
+        server_cpu = spawned.cpu_seconds() if spawned else 0.0
+        started = time.perf_counter()
+        refs = raw.measure(
+            reference_seconds,
+            clock=clock,
+            progress=None if measured.references else say,
+            foreign=server.ForeignLoad(spawned.pid if spawned else None).share,
+        )
+        measured.reference_seconds += time.perf_counter() - started
+        measured.server_cpu_seconds += (spawned.cpu_seconds() - server_cpu) if spawned else 0.0
+        measured.references.append(refs)
+        say(
+            f"references {len(measured.references)}/{total_refs}: sorted ceiling "
+            f"{refs.ceiling.texts_per_s:.1f} texts/s, batch 1 {refs.single.texts_per_s:.1f} texts/s"
+        )
+    return measured
