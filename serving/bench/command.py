@@ -292,7 +292,14 @@ def _run(
         path = _model_files(model, given, entry, args.output)
         device, dtype = _device(entry)
         busy = _background_load()
-        raw = reference.RawModel(path, corpus, device=device, dtype=dtype, max_batch_size=args.max_batch_size)
+        raw = reference.RawModel(
+            path,
+            corpus,
+            device=device,
+            dtype=dtype,
+            max_batch_size=args.max_batch_size,
+            threads=entry.get("torch_threads"),
+        )
         _say(f"references on {device}, {dtype}, {raw.threads} torch threads")
         steps = rounds.schedule(args.strategies, args.concurrency, args.rounds, args.reference_every)
         settings = runner.CellSettings(

@@ -117,7 +117,10 @@ class RawModel:
         dtype: str,
         max_batch_size: int,
         max_length: int = 128,
+        threads: int | None = None,
     ) -> None:
+        """`threads`: the torch threads the server chose for the model (`torch_threads` in its
+        /models/status), so both run alike; without it, the server's default rule."""
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         import transformers
@@ -139,8 +142,10 @@ class RawModel:
                 logits = model(**encoded.to(device)).logits
                 torch.softmax(logits.float(), dim=-1).cpu()
 
-        if device == "cpu" and hardware.usable_cpus() < torch.get_num_threads():
-            torch.set_num_threads(hardware.usable_cpus())  # the server's rule: a CPU limit, not the cores
+        if device == "cpu" and threads:
+            torch.set_num_threads(int(threads))
+        elif device == "cpu" and hardware.usable_cpus() < torch.get_num_threads():
+            torch.set_num_threads(hardware.usable_cpus())  # a CPU limit, not the cores
         self.device, self.dtype, self.threads = device, dtype, torch.get_num_threads()
         self._run_batch, self._lengths, self._count = run_batch, lengths, len(texts)
         self._plans = []
