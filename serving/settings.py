@@ -23,11 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 __all__ = [
     "ENV_BY_FIELD",
+    "RUNTIMES",
     "BatchingConfig",
+    "RuntimeName",
     "ServerSettings",
     "Strategy",
+    "parse_model_runtimes",
     "parse_model_specs",
 ]
+
+RuntimeName = Literal["auto", "torch", "onnx", "onnx-int8"]
+RUNTIMES: tuple[RuntimeName, ...] = ("auto", "torch", "onnx", "onnx-int8")
 
 
 class Strategy(StrEnum):
@@ -161,6 +167,26 @@ def parse_model_specs(specs: list[str] | tuple[str, ...]) -> dict[str, Path]:
     return models
 
 
+def parse_model_runtimes(raw: str) -> dict[str, RuntimeName]:
+    """Parse `CARPOOL_MODEL_RUNTIMES` ("name=runtime,name=runtime") into per-model runtimes."""
+    runtimes: dict[str, RuntimeName] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, runtime = (part.strip() for part in item.partition("="))
+        if not sep or not name or not runtime:
+            raise ValueError(f"CARPOOL_MODEL_RUNTIMES takes NAME=RUNTIME items, got {item!r}")
+        runtimes[name] = _runtime(runtime, f"CARPOOL_MODEL_RUNTIMES ({name})")
+    return runtimes
+
+
+def _runtime(raw: str, where: str) -> RuntimeName:
+    for runtime in RUNTIMES:
+        if raw == runtime:
+            return runtime
+    raise ValueError(f"{where}: runtime must be one of {', '.join(RUNTIMES)}, got {raw!r}")
+
+
 class ServerSettings(BaseModel):
     """Everything `carpool serve` needs besides the batching knobs; see the README's table."""
 
@@ -179,6 +205,15 @@ class ServerSettings(BaseModel):
     enable_logging: bool = True
     max_text_chars: int = Field(20_000, ge=1, description="Longer texts are refused with 413.")
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per text fed to the model (truncated).")
+    runtime: RuntimeName = Field(
+        "auto", description="Default runtime of every model: auto, torch, onnx (float32) or onnx-int8."
+    )
+    model_runtimes: dict[str, RuntimeName] = Field(
+        default_factory=dict, description="Per-model runtimes (CARPOOL_MODEL_RUNTIMES), over `runtime`."
+    )
+    cache_dir: Path | None = Field(
+        None, description="Where exported ONNX models are kept; default: beside each model."
+    )
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig.model_validate({}))
 
     @classmethod
@@ -192,6 +227,10 @@ class ServerSettings(BaseModel):
         }
         if environ.get("CARPOOL_MODELS"):
             values["models"] = parse_model_specs([environ["CARPOOL_MODELS"]])
+        if environ.get("CARPOOL_MODEL_RUNTIMES"):
+            values["model_runtimes"] = parse_model_runtimes(environ["CARPOOL_MODEL_RUNTIMES"])
+        if environ.get("CARPOOL_RUNTIME"):
+            values["runtime"] = _runtime(environ["CARPOOL_RUNTIME"].strip(), "CARPOOL_RUNTIME")
         simple = {
             "models_dir": "CARPOOL_MODELS_DIR",
             "device": "CARPOOL_DEVICE",
@@ -201,6 +240,7 @@ class ServerSettings(BaseModel):
             "max_length": "CARPOOL_MAX_LENGTH",
             "host": "CARPOOL_HOST",
             "port": "CARPOOL_PORT",
+            "cache_dir": "CARPOOL_CACHE_DIR",
         }
         for field, env_name in simple.items():
             raw = environ.get(env_name)
@@ -211,3 +251,7 @@ class ServerSettings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise ValueError(str(exc)) from exc
+
+    def runtime_for(self, model: str) -> RuntimeName:
+        """The runtime asked for `model`: its own (CARPOOL_MODEL_RUNTIMES) or the default."""
+        return self.model_runtimes.get(model, self.runtime)

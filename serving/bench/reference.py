@@ -10,6 +10,11 @@ no server at all. Three references:
   minimal, so this is the ceiling for this traffic on this machine.
 - max batch size, arrival order: batches cut from the texts as they come; shows what padding costs.
 
+Each runtime (`torch`, `onnx`, `onnx-int8`: see serving.models.runtime) gets its own three, on the
+same texts: for an ONNX runtime the plain call is the padded tokenizer call fed to ONNX Runtime's
+session on the very export the server uses (same cache, same accuracy check at load), so a served
+figure can stand beside both the eager ceiling and the optimized one.
+
 Each is warmed up on every batch shape it will meet, then repeated in whole passes over the texts
 until a time budget is spent; the figure is the median pass (a pass covers every length, so passes
 compare). Run these only while the server is idle: they need the whole machine.
@@ -29,7 +34,13 @@ from typing import Any
 from serving import hardware
 from serving.bench import report
 
-__all__ = ["detect_device", "measure_references", "sorted_batches", "warmup_batches"]
+__all__ = [
+    "detect_device",
+    "measure_references",
+    "measure_runtime_references",
+    "sorted_batches",
+    "warmup_batches",
+]
 
 
 def detect_device() -> str:
@@ -111,10 +122,13 @@ def measure_references(
     min_seconds: float = 4.0,
     progress: Callable[[str], None] = print,
     foreign: Callable[[], float] | None = None,
+    runtime: str = "torch",
+    cache_dir: Path | None = None,
 ) -> report.References:
     """The three references for `texts` on the model at `model_path`, on `device` in `dtype`
-    (the server's own choices, read from /models/status). `foreign`, when given, returns the share
-    of the machine other processes used since its last call; each reference records it."""
+    (the server's own choices, read from /models/status), in `runtime` (torch, onnx or onnx-int8;
+    an ONNX runtime that fails its accuracy check raises ValueError). `foreign`, when given, returns
+    the share of the machine other processes used since its last call; each reference records it."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     import transformers
@@ -128,11 +142,15 @@ def measure_references(
     model = model.to(device).eval()
     lengths = [len(counter(text, truncation=True, max_length=max_length)["input_ids"]) for text in texts]
 
-    def run_batch(batch: list[str]) -> None:
+    def run_torch(batch: list[str]) -> None:
         encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         with torch.inference_mode():
             logits = model(**encoded.to(device)).logits
             torch.softmax(logits.float(), dim=-1).cpu()
+
+    run_batch: Callable[[list[str]], None] = run_torch
+    if runtime != "torch":
+        run_batch = _onnx_runner(model_path, tokenizer, runtime, device, max_length, cache_dir)
 
     if device == "cpu" and hardware.usable_cpus() < torch.get_num_threads():
         torch.set_num_threads(hardware.usable_cpus())  # the server's rule: a CPU limit, not the cores
@@ -152,7 +170,8 @@ def measure_references(
             _arrival_batches(len(texts), max_batch_size),
         ),
     )
-    progress(f"references on {device}, {dtype}, {threads} torch threads")
+    progress(f"references on {device}, {dtype}, {threads} torch threads, runtime {runtime}")
+    tag = "" if runtime == "torch" else f" [{runtime}]"
     measured = []
     for label, size, order, batches in plans:
         progress(f"reference: {label}")
@@ -162,7 +181,7 @@ def measure_references(
         other = foreign() if foreign is not None else None
         if other is not None and other > 0.1:
             progress(f"  warning: other processes used {other:.0%} of the machine meanwhile")
-        measured.append(report.Reference(label, size, order, rate, p50, other))
+        measured.append(report.Reference(label + tag, size, order, rate, p50, other))
     single, ceiling, arrival = measured
     return report.References(
         single=single,
@@ -175,3 +194,47 @@ def measure_references(
         tokens_mean=statistics.fmean(lengths),
         tokens_max=max(lengths),
     )
+
+
+def _onnx_runner(
+    model_path: Path, tokenizer: Any, runtime: str, device: str, max_length: int, cache_dir: Path | None
+) -> Callable[[list[str]], None]:
+    """The padded tokenizer call fed to the server's own ONNX Runtime session for `runtime`."""
+    import numpy as np
+
+    from serving.models import onnx
+
+    classifier = onnx.RuntimeClassifier(
+        model_path.name,
+        model_path,
+        runtime=runtime,
+        cache_dir=cache_dir,
+        device=device,
+        max_length=max_length,
+    )
+    classifier.load()
+    if classifier.runtime != runtime or classifier.session is None:
+        raise ValueError(f"runtime {runtime} refused for {model_path}: {'; '.join(classifier.refusals)}")
+    session = classifier.session
+
+    def run_batch(batch: list[str]) -> None:
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        feed = {
+            "input_ids": encoded["input_ids"].astype(np.int64),
+            "attention_mask": encoded["attention_mask"].astype(np.int64),
+        }
+        logits = session.run(["logits"], feed)[0]
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        shifted / shifted.sum(axis=1, keepdims=True)
+
+    return run_batch
+
+
+def measure_runtime_references(
+    model_path: Path,
+    texts: Sequence[str],
+    runtimes: Sequence[str],
+    **options: Any,
+) -> dict[str, report.References]:
+    """`measure_references` once per runtime, on the same texts and settings."""
+    return {name: measure_references(model_path, texts, runtime=name, **options) for name in runtimes}
