@@ -3,9 +3,10 @@
 `RuntimeClassifier` is an `hf.HFClassifier` (same tokenizer path, same padding, same predictions)
 whose forward pass may run in ONNX Runtime. On `load()` it loads the torch model as usual, then walks
 the candidate runtimes: for an ONNX one it exports the model once (torch.onnx's TorchScript exporter,
-opset 17, batch and sequence dynamic; int8 by ONNX Runtime's dynamic quantisation of that export)
-into a cache keyed by a digest of the model files, reuses the export on later starts, and checks it
-against torch on the probe texts. The first candidate that passes serves; torch ends every list.
+opset 17, batch and sequence dynamic; int8 by ONNX Runtime's dynamic quantisation of that export,
+per output channel) into a cache keyed by a digest of the model files, reuses the export on later
+starts, and checks it against torch on the probe texts. The first candidate that passes serves;
+torch ends every list.
 
 The cache lives in `cache_dir` (CARPOOL_CACHE_DIR) when given, else in `.carpool-onnx/` inside the
 model's directory when that is writable (so a trained model carries its export), else in
@@ -41,7 +42,7 @@ log = logging.getLogger("carpool.runtime")
 
 OPSET = 17
 CACHE_SUBDIR = ".carpool-onnx"
-_EXPORT_FORMAT = "torchscript-export-v1"  # bump when the export itself changes
+_EXPORT_FORMAT = "torchscript-export-v2"  # bump when the export itself changes
 _MODEL_FILES = ("config.json", "*.safetensors", "*.bin")
 
 
@@ -324,7 +325,9 @@ def _quantise(source: Path, target: Path) -> None:
     quant_log.setLevel(logging.ERROR)
     try:
         with _temporary(target) as scratch:
-            quantize_dynamic(source, scratch, weight_type=QuantType.QInt8)
+            # Per-channel weight scales: per-tensor ones moved minilm_trained's logits 2.5x further
+            # and cost 0.4 point of held-out macro-F1; per-channel changed no held-out label.
+            quantize_dynamic(source, scratch, weight_type=QuantType.QInt8, per_channel=True)
     finally:
         quant_log.setLevel(level)
 

@@ -45,9 +45,14 @@ __all__ = [
 Runtime = Literal["torch", "onnx", "onnx-int8"]
 ONNX_RUNTIMES: tuple[Runtime, ...] = ("onnx", "onnx-int8")
 SPEED_ORDER: tuple[Runtime, ...] = ("onnx-int8", "onnx", "torch")  # fastest first, on CPU
-# Largest absolute logit difference from torch a runtime may show on the probe texts.
+# Largest logit difference from torch a runtime may show on the probe texts, as a share of the
+# probes' logit scale (their largest absolute torch logit, at least 1). Measured on minilm_trained
+# (logits up to 3.4): float32 export 1.4e-6; int8 per-channel 0.47 (0.14 of the scale, probes run
+# batched and alone) with every held-out label unchanged; int8 per-tensor 0.95 (0.28, batched
+# only), which cost 0.4 point of held-out macro-F1. The bound catches a wrong or broken export;
+# label agreement on every probe is the finer test.
 TOLERANCE: dict[Runtime, float] = {"torch": 0.0, "onnx": 1e-3, "onnx-int8": 0.25}
-CHECK_DTYPE_SLACK = 2e-2  # added when the torch reference itself runs in float16/bfloat16
+CHECK_DTYPE_SLACK = 2e-2  # added to TOLERANCE when the torch reference runs in float16/bfloat16
 F1_MARGIN = 0.005  # auto: held-out macro-F1 at most half a point below torch's
 
 # Fixed probe texts: short and long, benign and hostile, plain and odd characters.
@@ -123,7 +128,10 @@ def judge(
     *,
     tolerance: float,
 ) -> Check:
-    """Compare `candidate` logit tables (the same probes, e.g. batched and one by one) with torch's."""
+    """Compare `candidate` logit tables (the same probes, e.g. batched and one by one) with torch's;
+    `tolerance` is relative to the probes' logit scale (see TOLERANCE)."""
+    scale = max([1.0, *(abs(value) for row in reference for value in row)])
+    tolerance = tolerance * scale
     worst = 0.0
     agreed = 0
     total = 0

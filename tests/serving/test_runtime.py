@@ -79,12 +79,19 @@ REFERENCE = [[2.0, -1.0], [-0.5, 0.5]]
     ],
 )
 def test_judge(tables: list[list[list[float]]], worst: float, agreement: float, passed: bool) -> None:
-    check = runtime.judge("onnx-int8", REFERENCE, tables, tolerance=0.15)
+    check = runtime.judge("onnx-int8", REFERENCE, tables, tolerance=0.075)  # x scale 2.0: 0.15 absolute
     assert check.max_logit_diff == pytest.approx(worst)
     assert check.label_agreement == agreement
     assert check.passed is passed
     assert check.verdict().startswith("passed" if passed else "failed")
     assert check.as_dict()["passed"] is passed
+
+
+def test_the_tolerance_scales_with_the_logits_but_never_below_one() -> None:
+    big = runtime.judge("onnx-int8", [[8.0, -8.0]], [[[7.0, -8.0]]], tolerance=0.15)
+    assert big.passed and big.tolerance == pytest.approx(1.2)
+    small = runtime.judge("onnx-int8", [[0.1, -0.1]], [[[0.1, -0.3]]], tolerance=0.15)
+    assert not small.passed and small.tolerance == pytest.approx(0.15)
 
 
 def test_a_label_flip_alone_fails_even_within_tolerance() -> None:
