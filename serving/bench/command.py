@@ -287,6 +287,7 @@ def _run(
             progress=_say,
             foreign=server.ForeignLoad(spawned.pid if spawned else None).share,
         )
+        optimized = _runtime_references(args, entry, path, corpus, device, dtype, spawned)
         idle_load = None
         if spawned is not None and server_cpu is not None:
             idle_load = (spawned.cpu_seconds() - server_cpu) / (time.perf_counter() - started)
@@ -311,9 +312,46 @@ def _run(
         "server_dtype": entry.get("dtype"),
         "server_cpu_during_references": idle_load,
         "machine_busy_before": busy,
+        "server_runtime": entry.get("runtime", "torch"),
     }
+    if optimized is not None:
+        meta["runtime_references"] = {
+            ref.label: {"texts_per_s": round(ref.texts_per_s, 2), "p50_ms": round(ref.p50_ms, 3)}
+            for ref in (optimized.single, optimized.ceiling, optimized.arrival)
+        }
     _write_results(args, meta, refs, cells, len(corpus))
     return 0
+
+
+def _runtime_references(
+    args: argparse.Namespace,
+    entry: dict[str, Any],
+    path: Path,
+    corpus: list[str],
+    device: str,
+    dtype: str,
+    spawned: server.Spawned | None,
+) -> report.References | None:
+    """When the server runs the model in an ONNX runtime, the same references in that runtime, on the
+    server's own export: the optimized ceiling beside the eager one."""
+    runtime = str(entry.get("runtime") or "torch")
+    export = entry.get("runtime_export") or {}
+    if runtime == "torch" or not export.get("path"):
+        return None
+    optimized = reference.measure_references(
+        path,
+        corpus,
+        device=device,
+        dtype=dtype,
+        max_batch_size=args.max_batch_size,
+        min_seconds=args.reference_seconds,
+        progress=_say,
+        foreign=server.ForeignLoad(spawned.pid if spawned else None).share,
+        runtime=runtime,
+        cache_dir=Path(export["path"]).parent.parent,
+    )
+    _say(report.format_references(optimized))
+    return optimized
 
 
 def _write_results(

@@ -202,13 +202,20 @@ class RuntimeClassifier(hf.HFClassifier):
         options.log_severity_level = 3
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        providers = ["CPUExecutionProvider"]
+        providers: list[Any] = ["CPUExecutionProvider"]
         if self.device.startswith("cuda"):
             index = int(self.device.partition(":")[2] or 0)
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]  # type: ignore[list-item]
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            preload = getattr(onnxruntime, "preload_dlls", None)  # CUDA/cuDNN from the nvidia-* wheels
+            if callable(preload):
+                preload()
         else:
             options.intra_op_num_threads = hardware.usable_cpus()
-        return onnxruntime.InferenceSession(str(path), options, providers=providers)
+        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        if self.device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
+            # ONNX Runtime silently runs on the CPU when its CUDA provider cannot start.
+            raise RuntimeError("the CUDA provider of onnxruntime did not start (CUDA or cuDNN missing?)")
+        return session
 
     def _export(self, target: Path) -> None:
         torch = self._torch
