@@ -65,6 +65,15 @@ def test_a_running_server_is_driven_and_its_config_put_back(
     results = json.loads((tmp_path / "bench.json").read_text())
     assert results["meta"]["spawned"] is False
     assert results["meta"]["model_path"] == str(tiny_bert.resolve())  # read from /models/status
+    # the pod runs tiny in onnx-int8 (auto, no card): the references ran again in that runtime
+    assert results["meta"]["server_runtime"] == "onnx-int8"
+    optimized = results["meta"]["runtime_references"]
+    assert list(optimized) == [
+        "raw batch 1 [onnx-int8]",
+        "raw batch 32, sorted (ceiling) [onnx-int8]",
+        "raw batch 32, arrival order [onnx-int8]",
+    ]
+    assert all(ref["texts_per_s"] > 0 for ref in optimized.values())
     cells = results["cells"]
     assert [(c["strategy"], c["concurrency"]) for c in cells] == [
         ("batch_optimized", 1),
