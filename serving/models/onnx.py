@@ -87,12 +87,13 @@ class RuntimeClassifier(hf.HFClassifier):
         self.reason = ""
         self.export: dict[str, Any] | None = None
         self._session: Any = None
+        self._cache_folder: Path | None = None  # the model files' digest is taken once per load
 
     # -- load: torch first, then the runtime ---------------------------------------------------
 
     def load(self) -> None:
         super().load()
-        self.checks, self.refusals, self.export = [], [], None
+        self.checks, self.refusals, self.export, self._cache_folder = [], [], None, None
         cuda_provider = False
         if self.device.startswith("cuda") and onnx_available():
             import onnxruntime
@@ -130,11 +131,11 @@ class RuntimeClassifier(hf.HFClassifier):
             return False
         try:
             session = self._session_for(name)
-        except Exception as exc:  # an exporter or quantiser failure refuses the runtime, not the model
-            log.exception("model %s: %s could not be exported", self.name, name)
-            self._refuse(name, f"export failed: {exc}")
+            check = self._check(name, session)
+        except Exception as exc:  # an exporter, quantiser or session failure refuses the runtime only
+            log.exception("model %s: %s could not be exported or run", self.name, name)
+            self._refuse(name, f"export or first run failed: {exc}")
             return False
-        check = self._check(name, session)
         self.checks.append(check)
         if not check.passed:
             self._refuse(name, f"probe check {check.verdict()}")
@@ -158,6 +159,11 @@ class RuntimeClassifier(hf.HFClassifier):
 
     def cache_path(self, name: runtimes.Runtime) -> Path:
         """Where the export for runtime `name` lives (it may not exist yet)."""
+        if self._cache_folder is None:
+            self._cache_folder = self._cache_folder_for_files()
+        return self._cache_folder / f"{name}.onnx"
+
+    def _cache_folder_for_files(self) -> Path:
         import onnxruntime
         import torch
 
@@ -171,7 +177,7 @@ class RuntimeClassifier(hf.HFClassifier):
         ]
         key = runtimes.cache_key(files, extra)
         root = self.cache_dir or default_cache_root(self.path, embedded=self.embedded)
-        return root / f"{self.path.name}-{key}" / f"{name}.onnx"
+        return root / f"{self.path.name}-{key}"
 
     def _session_for(self, name: runtimes.Runtime) -> Any:
         import onnxruntime

@@ -107,7 +107,7 @@ class Check:
             "probes": self.probes,
             "max_logit_diff": float(f"{self.max_logit_diff:.3g}"),
             "label_agreement": round(self.label_agreement, 4),
-            "tolerance": self.tolerance,
+            "tolerance": float(f"{self.tolerance:.3g}"),
             "passed": self.passed,
         }
 
