@@ -177,7 +177,7 @@ class RuntimeClassifier(hf.HFClassifier):
         ]
         key = runtimes.cache_key(files, extra)
         root = self.cache_dir or default_cache_root(self.path, embedded=self.embedded)
-        return root / f"{self.path.name}-{key}"
+        return root / key  # content only: the same files under another name or path share it
 
     def _session_for(self, name: runtimes.Runtime) -> Any:
         import onnxruntime

@@ -63,6 +63,18 @@ def test_first_load_exports_with_a_progress_line_and_later_loads_reuse_it(
         assert ours == pytest.approx(theirs, abs=1e-5)
 
 
+def test_the_same_files_under_another_name_and_path_reuse_the_export(tiny_bert: Path, tmp_path: Path) -> None:
+    """What `carpool train` relies on: it exports in a staging directory, then renames it into place."""
+    first = classifier(tiny_bert, tmp_path / "cache", "onnx")
+    first.load()
+    copy = shutil.copytree(tiny_bert, tmp_path / "renamed", ignore=shutil.ignore_patterns(onnx.CACHE_SUBDIR))
+    second = onnx.RuntimeClassifier(
+        "other", copy, runtime="onnx", cache_dir=tmp_path / "cache", device="cpu", max_length=32
+    )
+    second.load()
+    assert second.export is not None and second.export["cached"] is True
+
+
 def test_int8_is_quantised_from_the_float_export_and_checked(
     tiny_bert: Path, tmp_path: Path, torch_answers: list[list[float]]
 ) -> None:
