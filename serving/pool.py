@@ -100,7 +100,12 @@ class ModelPool:
         specs = registry.discover(settings.models, settings.models_dir)
         models = [
             registry.build_model(
-                spec, device=settings.device, dtype=settings.dtype, max_length=settings.max_length
+                spec,
+                device=settings.device,
+                dtype=settings.dtype,
+                max_length=settings.max_length,
+                runtime=settings.runtime_for(spec.name),
+                cache_dir=settings.cache_dir,
             )
             for spec in specs
         ]
@@ -275,6 +280,9 @@ class ModelPool:
                 )
             if served.card is not None:
                 entry["card"] = _card_summary(served.card)
+            describe = getattr(model, "describe", None)
+            if callable(describe):  # what the model says of itself, e.g. its runtime and accuracy check
+                entry.update(describe())
             report.append(entry)
         return report
 

@@ -23,11 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "ENV_BY_FIELD",
+    "RUNTIMES",
     "BatchingConfig",
+    "RuntimeName",
     "ServerSettings",
     "Strategy",
+    "parse_model_runtimes",
     "parse_model_specs",
 ]
+
+RuntimeName = Literal["auto", "torch", "onnx", "onnx-int8"]
+RUNTIMES: tuple[RuntimeName, ...] = ("auto", "torch", "onnx", "onnx-int8")
 
 
 class Strategy(StrEnum):
@@ -161,6 +167,26 @@ def parse_model_specs(specs: list[str] | tuple[str, ...]) -> dict[str, Path]:
     return models
 
 
+def parse_model_runtimes(raw: str) -> dict[str, RuntimeName]:
+    """Parse `CARPOOL_MODEL_RUNTIMES` ("name=runtime,name=runtime") into per-model runtimes."""
+    runtimes: dict[str, RuntimeName] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, runtime = (part.strip() for part in item.partition("="))
+        if not sep or not name or not runtime:
+            raise ValueError(f"CARPOOL_MODEL_RUNTIMES takes NAME=RUNTIME items, got {item!r}")
+        runtimes[name] = _runtime(runtime, f"CARPOOL_MODEL_RUNTIMES ({name})")
+    return runtimes
+
+
+def _runtime(raw: str, where: str) -> RuntimeName:
+    for runtime in RUNTIMES:
+        if raw == runtime:
+            return runtime
+    raise ValueError(f"{where}: runtime must be one of {', '.join(RUNTIMES)}, got {raw!r}")
+
+
 class ServerSettings(BaseModel):
     """Everything `carpool serve` needs besides the batching knobs; see the README's table."""
 
@@ -189,6 +215,15 @@ class ServerSettings(BaseModel):
         description="HTTP worker processes in front of the one model process; 0 serves HTTP from the "
         "model process itself. auto: one per CPU the pod may use, less one for the model process.",
     )
+    runtime: RuntimeName = Field(
+        "auto", description="Default runtime of every model: auto, torch, onnx (float32) or onnx-int8."
+    )
+    model_runtimes: dict[str, RuntimeName] = Field(
+        default_factory=dict, description="Per-model runtimes (CARPOOL_MODEL_RUNTIMES), over `runtime`."
+    )
+    cache_dir: Path | None = Field(
+        None, description="Where exported ONNX models are kept; default: beside each model."
+    )
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig.model_validate({}))
 
     @classmethod
@@ -203,6 +238,10 @@ class ServerSettings(BaseModel):
         }
         if environ.get("CARPOOL_MODELS"):
             values["models"] = parse_model_specs([environ["CARPOOL_MODELS"]])
+        if environ.get("CARPOOL_MODEL_RUNTIMES"):
+            values["model_runtimes"] = parse_model_runtimes(environ["CARPOOL_MODEL_RUNTIMES"])
+        if environ.get("CARPOOL_RUNTIME"):
+            values["runtime"] = _runtime(environ["CARPOOL_RUNTIME"].strip(), "CARPOOL_RUNTIME")
         simple = {
             "models_dir": "CARPOOL_MODELS_DIR",
             "device": "CARPOOL_DEVICE",
@@ -213,6 +252,7 @@ class ServerSettings(BaseModel):
             "host": "CARPOOL_HOST",
             "port": "CARPOOL_PORT",
             "workers": "CARPOOL_WORKERS",
+            "cache_dir": "CARPOOL_CACHE_DIR",
         }
         for field, env_name in simple.items():
             raw = environ.get(env_name)
@@ -240,3 +280,7 @@ class ServerSettings(BaseModel):
         if self.workers == "auto":
             return max(1, usable_cpus - 1)
         return self.workers
+
+    def runtime_for(self, model: str) -> RuntimeName:
+        """The runtime asked for `model`: its own (CARPOOL_MODEL_RUNTIMES) or the default."""
+        return self.model_runtimes.get(model, self.runtime)

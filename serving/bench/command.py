@@ -292,6 +292,7 @@ def _run(
         path = _model_files(model, given, entry, args.output)
         device, dtype = _device(entry)
         busy = _background_load()
+        runtime, cache_dir = _server_runtime(entry)
         raw = reference.RawModel(
             path,
             corpus,
@@ -299,8 +300,11 @@ def _run(
             dtype=dtype,
             max_batch_size=args.max_batch_size,
             threads=entry.get("torch_threads"),
+            runtime=runtime,
+            cache_dir=cache_dir,
         )
-        _say(f"references on {device}, {dtype}, {raw.threads} torch threads")
+        _say(f"references on {device}, {dtype}, runtime {runtime}, {raw.threads} torch threads")
+        eager = _eager_references(args, path, corpus, device, dtype, runtime, spawned)
         steps = rounds.schedule(args.strategies, args.concurrency, args.rounds, args.reference_every)
         settings = runner.CellSettings(
             url, model, corpus, args.max_batch_size, args.duration, args.warmup, args.timeout
@@ -334,9 +338,59 @@ def _run(
         "server_cpu_during_references": idle_load,
         "machine_busy_before": busy,
         "texts_source": source,
+        "server_runtime": runtime,
     }
+    if eager is not None:
+        meta["eager_references"] = {
+            ref.label: {"texts_per_s": round(ref.texts_per_s, 2), "p50_ms": round(ref.p50_ms, 3)}
+            for ref in (eager.single, eager.ceiling, eager.arrival)
+        }
     _write_results(args, meta, measured, len(corpus))
+    if eager is not None:
+        _say("Served against the eager torch references (measured once, before the cells):")
+        for cell in measured.cells:
+            _say(
+                f"  {cell.strategy} c={cell.concurrency} round {cell.round}: "
+                f"{cell.throughput / eager.ceiling.texts_per_s:.2f}x the eager sorted ceiling"
+                + (
+                    f", p50 {cell.p50_ms / eager.single.p50_ms:.2f}x eager batch 1"
+                    if cell.concurrency == 1
+                    else ""
+                )
+            )
     return 0
+
+
+def _server_runtime(entry: dict[str, Any]) -> tuple[str, Path | None]:
+    """The runtime the server runs the model in, and the cache holding its export (for ONNX)."""
+    runtime = str(entry.get("runtime") or "torch")
+    export = entry.get("runtime_export") or {}
+    if runtime == "torch" or not export.get("path"):
+        return "torch", None
+    return runtime, Path(export["path"]).parent.parent
+
+
+def _eager_references(
+    args: argparse.Namespace,
+    path: Path,
+    corpus: list[str],
+    device: str,
+    dtype: str,
+    runtime: str,
+    spawned: server.Spawned | None,
+) -> report.References | None:
+    """When the server runs an ONNX runtime, eager torch's references on the same texts, so every
+    served figure stands beside both the optimized ceiling (the rounds' references) and the eager one."""
+    if runtime == "torch":
+        return None
+    eager = reference.RawModel(path, corpus, device=device, dtype=dtype, max_batch_size=args.max_batch_size)
+    measured = eager.measure(
+        args.reference_seconds,
+        progress=_say,
+        foreign=server.ForeignLoad(spawned.pid if spawned else None).share,
+    )
+    _say(report.format_references(measured, 1))
+    return measured
 
 
 def _write_results(

@@ -10,6 +10,11 @@ no server at all. Three references:
   minimal, so this is the ceiling for this traffic on this machine.
 - max batch size, arrival order: batches cut from the texts as they come; shows what padding costs.
 
+Each runtime (`torch`, `onnx`, `onnx-int8`: see serving.models.runtime) gets its own three, on the
+same texts: for an ONNX runtime the plain call is the padded tokenizer call fed to ONNX Runtime's
+session on the very export the server uses (same cache, same accuracy check at load), so a served
+figure can stand beside both the eager ceiling and the optimized one.
+
 Each is warmed up on every batch shape it will meet, then repeated in whole passes over the texts
 until a time budget is spent; the figure is the median pass (a pass covers every length, so passes
 compare). `RawModel` loads the model once and measures the three as often as asked: the bench
@@ -118,9 +123,12 @@ class RawModel:
         max_batch_size: int,
         max_length: int = 128,
         threads: int | None = None,
+        runtime: str = "torch",
+        cache_dir: Path | None = None,
     ) -> None:
         """`threads`: the torch threads the server chose for the model (`torch_threads` in its
-        /models/status), so both run alike; without it, the server's default rule."""
+        /models/status), so both run alike; without it, the server's default rule. `runtime`: torch,
+        or an ONNX runtime run on the server's own export (ValueError if it fails its check)."""
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         import transformers
@@ -134,13 +142,18 @@ class RawModel:
         model = model.to(device).eval()
         lengths = [len(counter(text, truncation=True, max_length=max_length)["input_ids"]) for text in texts]
 
-        def run_batch(batch: list[str]) -> None:
+        def run_torch(batch: list[str]) -> None:
             encoded = tokenizer(
                 batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
             )
             with torch.inference_mode():
                 logits = model(**encoded.to(device)).logits
                 torch.softmax(logits.float(), dim=-1).cpu()
+
+        run_batch: Callable[[list[str]], None] = run_torch
+        if runtime != "torch":
+            run_batch = _onnx_runner(model_path, tokenizer, runtime, device, max_length, cache_dir)
+        self.runtime = runtime
 
         if device == "cpu" and threads:
             torch.set_num_threads(int(threads))
@@ -167,7 +180,10 @@ class RawModel:
         for label, size, order, batches in orders:
             for shape in warmup_batches(batches, lengths):
                 run_batch([texts[i] for i in shape])
-            self._plans.append(_Plan(label, size, order, [[texts[i] for i in batch] for batch in batches]))
+            tag = "" if runtime == "torch" else f" [{runtime}]"
+            self._plans.append(
+                _Plan(label + tag, size, order, [[texts[i] for i in batch] for batch in batches])
+            )
 
     def measure(
         self,
@@ -206,3 +222,37 @@ class RawModel:
             tokens_max=max(self._lengths),
             at_s=(started + clock()) / 2,
         )
+
+
+def _onnx_runner(
+    model_path: Path, tokenizer: Any, runtime: str, device: str, max_length: int, cache_dir: Path | None
+) -> Callable[[list[str]], None]:
+    """The padded tokenizer call fed to the server's own ONNX Runtime session for `runtime`."""
+    import numpy as np
+
+    from serving.models import onnx
+
+    classifier = onnx.RuntimeClassifier(
+        model_path.name,
+        model_path,
+        runtime=runtime,
+        cache_dir=cache_dir,
+        device=device,
+        max_length=max_length,
+    )
+    classifier.load()
+    if classifier.runtime != runtime or classifier.session is None:
+        raise ValueError(f"runtime {runtime} refused for {model_path}: {'; '.join(classifier.refusals)}")
+    session = classifier.session
+
+    def run_batch(batch: list[str]) -> None:
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        feed = {
+            "input_ids": encoded["input_ids"].astype(np.int64),
+            "attention_mask": encoded["attention_mask"].astype(np.int64),
+        }
+        logits = session.run(["logits"], feed)[0]
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        shifted / shifted.sum(axis=1, keepdims=True)
+
+    return run_batch

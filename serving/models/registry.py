@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from serving.models import hf
+from serving.models import onnx
 
 __all__ = [
     "CARD_FILE",
@@ -99,11 +99,23 @@ def _spec(name: str, path: Path) -> ModelSpec:
     return ModelSpec(name, path.resolve())
 
 
-def build_model(spec: ModelSpec, *, device: str, dtype: str, max_length: int) -> hf.HFClassifier:
-    """The (not yet loaded) classifier for `spec`."""
-    return hf.HFClassifier(
+def build_model(
+    spec: ModelSpec,
+    *,
+    device: str,
+    dtype: str,
+    max_length: int,
+    runtime: str = "auto",
+    cache_dir: Path | None = None,
+) -> onnx.RuntimeClassifier:
+    """The (not yet loaded) classifier for `spec`, to run in `runtime` (see serving.models.runtime)."""
+    return onnx.RuntimeClassifier(
         spec.name,
         spec.path,
+        runtime=runtime,
+        cache_dir=cache_dir,
+        card=None if spec.embedded else load_card(spec.path),
+        embedded=spec.embedded,
         device=device,
         dtype=dtype,
         max_length=max_length,

@@ -9,7 +9,11 @@ The JSON card is a contract: the serving registry reads it to show each trained 
     metrics_by_source {source: {examples, accuracy, macro_f1}} (empty unless the held-out
              examples carry more than one `source`; "composed:alert" counts as "composed"),
     epochs, seed, learning_rate, max_length, batch_size, freeze_embeddings, device,
-    trained_at (ISO 8601, UTC), train_seconds, train_loss (mean per epoch), carpool_version
+    trained_at (ISO 8601, UTC), train_seconds, train_loss (mean per epoch), carpool_version,
+    runtimes {torch|onnx|onnx-int8: {accuracy, macro_f1, metrics_by_source, load_seconds,
+             check {runtime, probes, max_logit_diff, label_agreement, tolerance, passed},
+             export_seconds} or {refused}} (absent when trained with --no-evaluate-runtimes;
+             `carpool serve`'s auto runtime reads macro_f1 from it)
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ def render_readme(card: Mapping[str, Any]) -> str:
             f"\n{origin} examples only ({figures['examples']}): accuracy {figures['accuracy']:.3f}, "
             f"macro-F1 {figures['macro_f1']:.3f}"
         )
+    lines += _runtime_lines(card.get("runtimes"))
     confusion = metrics["confusion_matrix"]
     lines += ["", "Confusion matrix (rows: true label, columns: predicted):", ""]
     lines.append("| true \\ predicted | " + " | ".join(confusion["labels"]) + " |")
@@ -128,6 +133,37 @@ def render_readme(card: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _runtime_lines(figures: Any) -> list[str]:
+    """The held-out figures under each serving runtime, as a table."""
+    if not isinstance(figures, Mapping) or not figures:
+        return []
+    groups = sorted({g for entry in figures.values() for g in entry.get("metrics_by_source", {})})
+    lines = [
+        "",
+        "## Held-out evaluation under each serving runtime",
+        "",
+        "The same held-out examples through `carpool serve`'s own path in each runtime; `auto` serves the "
+        "fastest whose macro-F1 is within 0.5 point of torch's.",
+        "",
+        "| runtime | accuracy | macro-F1 | "
+        + "".join(f"macro-F1 ({g}) | " for g in groups)
+        + "probe check: max logit difference |",
+        "|---|---:|---:|" + "---:|" * len(groups) + "---:|",
+    ]
+    for name, entry in figures.items():
+        if "refused" in entry:
+            lines.append(f"| {name} | refused: {entry['refused']} |" + " |" * (len(groups) + 2))
+            continue
+        by_source = entry.get("metrics_by_source", {})
+        check = entry.get("check")
+        lines.append(
+            f"| {name} | {entry['accuracy']:.4f} | {entry['macro_f1']:.4f} | "
+            + "".join(f"{by_source[g]['macro_f1']:.4f} | " if g in by_source else "- | " for g in groups)
+            + (f"{check['max_logit_diff']:.2g} |" if check else "reference |")
+        )
+    return lines
 
 
 def _counts(counts: Mapping[str, int]) -> str:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from serving.training import card as cards
-from serving.training import dataset, metrics
+from serving.training import dataset, metrics, runtimes
 
 __all__ = ["build_parser", "main", "resolve_base"]
 
@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="keep the word-embedding table fixed (faster, steadier on small data)",
+    )
+    parser.add_argument(
+        "--evaluate-runtimes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also evaluate the held-out set under each serving runtime (torch, onnx, onnx-int8); "
+        "`carpool serve`'s auto runtime reads these figures",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -263,6 +270,18 @@ def _run(args: argparse.Namespace) -> int:
     try:
         model.save_pretrained(str(staging))
         trainer.save_tokenizer(base_path, staging)
+        if args.evaluate_runtimes:
+            print("Held-out evaluation under each serving runtime:")
+            cache = os.environ.get("CARPOOL_CACHE_DIR")
+            card["runtimes"] = runtimes.evaluate_runtimes(
+                staging,
+                [e.text for e in splits.test],
+                truth,
+                splits.labels,
+                [_origin(e) for e in splits.test],
+                max_length=config.max_length,
+                cache_dir=Path(cache) if cache else None,
+            )
         cards.write_card(staging, card)
         _install(staging, output)
     finally:

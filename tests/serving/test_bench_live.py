@@ -70,6 +70,18 @@ def test_a_running_server_is_driven_and_its_config_put_back(
     results = json.loads((tmp_path / "bench.json").read_text())
     assert results["meta"]["spawned"] is False
     assert results["meta"]["model_path"] == str(tiny_bert.resolve())  # read from /models/status
+    # the pod runs tiny in onnx-int8 (auto, no card): the rounds' references run in that runtime, on
+    # the server's export, and eager torch's stand beside them
+    assert results["meta"]["server_runtime"] == "onnx-int8"
+    optimized = results["references"]
+    assert [optimized[key]["label"] for key in ("single", "ceiling", "arrival")] == [
+        "raw batch 1 [onnx-int8]",
+        "raw batch 32, sorted (ceiling) [onnx-int8]",
+        "raw batch 32, arrival order [onnx-int8]",
+    ]
+    eager = results["meta"]["eager_references"]
+    assert list(eager) == ["raw batch 1", "raw batch 32, sorted (ceiling)", "raw batch 32, arrival order"]
+    assert all(ref["texts_per_s"] > 0 for ref in eager.values())
     cells = results["cells"]
     assert [(c["strategy"], c["concurrency"]) for c in cells] == [
         ("batch_optimized", 1),

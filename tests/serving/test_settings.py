@@ -19,6 +19,7 @@ def test_defaults_are_pinned() -> None:
     assert settings.admin_token is None
     assert (settings.enable_metrics, settings.enable_logging) == (True, True)
     assert (settings.max_text_chars, settings.max_length) == (20_000, 128)
+    assert (settings.runtime, settings.model_runtimes, settings.cache_dir) == ("auto", {}, None)
     assert settings.batching == BatchingConfig.model_validate({})
     assert settings.batching.model_dump(mode="json") == {
         "enable": True,
@@ -57,6 +58,20 @@ def test_the_environment_configures_the_pod() -> None:
     assert settings.batching.strategy.value == "batch_optimized" and settings.batching.max_batch_size == 16
 
 
+def test_runtimes_come_from_the_environment_per_model_over_the_default() -> None:
+    settings = ServerSettings.from_env(
+        {
+            "CARPOOL_RUNTIME": "onnx",
+            "CARPOOL_MODEL_RUNTIMES": "minilm=torch, phishing=onnx-int8",
+            "CARPOOL_CACHE_DIR": "/var/cache/carpool",
+        }
+    )
+    assert settings.cache_dir == Path("/var/cache/carpool")
+    assert settings.runtime_for("minilm") == "torch"
+    assert settings.runtime_for("phishing") == "onnx-int8"
+    assert settings.runtime_for("spam") == "onnx"
+
+
 def test_flags_win_over_the_environment() -> None:
     settings = ServerSettings.from_env({"CARPOOL_PORT": "9000"}, port=8123, host=None)
     assert (settings.host, settings.port) == ("0.0.0.0", 8123)
@@ -69,6 +84,13 @@ def test_flags_win_over_the_environment() -> None:
         pytest.param({"ENABLE_METRICS": "maybe"}, "ENABLE_METRICS must be true or false", id="flag"),
         pytest.param({"CARPOOL_DTYPE": "int8"}, "dtype", id="dtype"),
         pytest.param({"CARPOOL_MODELS": "nopath"}, "NAME=PATH", id="models"),
+        pytest.param({"CARPOOL_RUNTIME": "tensorrt"}, "CARPOOL_RUNTIME: .*'tensorrt'", id="runtime"),
+        pytest.param(
+            {"CARPOOL_MODEL_RUNTIMES": "a=onnx,b=int4"},
+            r"CARPOOL_MODEL_RUNTIMES \(b\).*'int4'",
+            id="model-runtime",
+        ),
+        pytest.param({"CARPOOL_MODEL_RUNTIMES": "onnx"}, "NAME=RUNTIME", id="model-runtime-form"),
     ],
 )
 def test_a_bad_environment_is_refused_naming_the_variable(environ: dict[str, str], needle: str) -> None:

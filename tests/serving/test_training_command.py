@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from serving import cli
+from serving.models import onnx
 from serving.training import card as cards
 from serving.training import command, metrics, trainer
 from tests.support import tinybert
@@ -152,6 +153,32 @@ def test_card_holds_every_contract_key_and_truthful_figures(trained: Path, works
     assert f"macro-F1 **{card['metrics']['macro_f1']:.3f}**" in readme
     assert "| spam |" in readme
     assert "handwritten examples only (6): accuracy" in readme
+
+
+def test_the_card_holds_the_held_out_figures_under_each_serving_runtime(trained: Path) -> None:
+    card = cards.read_card(trained)
+    figures = card["runtimes"]
+    assert list(figures) == ["torch", "onnx", "onnx-int8"]
+    assert figures["torch"]["macro_f1"] == card["metrics"]["macro_f1"]  # the serving path agrees
+    assert figures["onnx"]["macro_f1"] == card["metrics"]["macro_f1"]
+    assert figures["onnx"]["check"]["passed"] is True
+    assert sorted(figures["onnx"]["metrics_by_source"]) == ["composed", "handwritten"]
+    int8 = figures["onnx-int8"]
+    assert "refused" in int8 or (int8["check"]["passed"] and 0 <= int8["macro_f1"] <= 1)
+    exports = {path.name for path in (trained / onnx.CACHE_SUBDIR).glob("*/*.onnx")}
+    assert {"onnx.onnx", "onnx-int8.onnx"} <= exports  # the first `carpool serve` reuses them
+    readme = (trained / "README.md").read_text()
+    assert "## Held-out evaluation under each serving runtime" in readme
+    assert f"| onnx | {figures['onnx']['accuracy']:.4f} | {figures['onnx']['macro_f1']:.4f} |" in readme
+
+
+def test_runtime_evaluation_can_be_skipped(workspace: Path) -> None:
+    output = workspace / "models" / "plain_trained"
+    assert (
+        train(workspace, "--output", str(output), "--epochs", "1", "--no-evaluate-runtimes", "--quiet") == 0
+    )
+    assert "runtimes" not in cards.read_card(output)
+    assert not (output / onnx.CACHE_SUBDIR).exists()
 
 
 def test_progress_and_the_held_out_table_are_shown(

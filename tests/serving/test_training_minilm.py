@@ -17,6 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from serving.models import onnx
 from serving.training import card as cards
 from serving.training import command, metrics, trainer
 from tests.support.pods import ServingPod
@@ -69,9 +70,33 @@ def test_macro_f1_on_the_held_out_split_clears_the_floor(
     assert card["metrics"] == metrics.evaluate(truth, predicted, card["labels"]).as_dict()
 
 
+def test_int8_keeps_the_held_out_figures_so_auto_serves_it_from_the_export_made_in_training(
+    minilm_trained: Path,
+) -> None:
+    card = cards.read_card(minilm_trained)
+    figures = card["runtimes"]
+    torch_f1 = figures["torch"]["macro_f1"]
+    assert torch_f1 == pytest.approx(card["metrics"]["macro_f1"], abs=0.002)  # serving path vs training's
+    assert figures["onnx"]["macro_f1"] == torch_f1
+    assert figures["onnx-int8"]["macro_f1"] >= torch_f1 - 0.005, figures
+    handwritten = {name: figures[name]["metrics_by_source"]["handwritten"]["macro_f1"] for name in figures}
+    assert handwritten["onnx-int8"] >= handwritten["torch"] - 0.01, handwritten
+    assert figures["onnx-int8"]["check"]["passed"] is True
+
+    model = onnx.RuntimeClassifier("minilm_trained", minilm_trained, runtime="auto", card=card, device="cpu")
+    model.load()
+    assert model.runtime == "onnx-int8" and "held-out macro-F1" in model.reason
+    assert model.export is not None and model.export["cached"] is True  # exported once, by carpool train
+
+
 @pytest.fixture(scope="module")
 def pod(minilm_trained: Path) -> Iterator[ServingPod]:
-    env = {"CARPOOL_DEVICE": "cpu", "BATCHING_STRATEGY": "batch_optimized", "MAX_WAIT_TIME_MS": "20"}
+    env = {
+        "CARPOOL_DEVICE": "cpu",
+        "BATCHING_STRATEGY": "batch_optimized",
+        "MAX_WAIT_TIME_MS": "20",
+        "CARPOOL_MODEL_RUNTIMES": "minilm_trained=torch",  # the exact comparison below needs torch
+    }
     with ServingPod(models_dir=minilm_trained.parent, env=env) as running:
         yield running
 
@@ -84,6 +109,17 @@ def test_models_status_marks_the_trained_model_with_its_card(pod: ServingPod, mi
     assert trained["kind"] == "trained"
     assert trained["labels"] == ["benign", "phishing", "prompt_injection", "spam"]
     assert trained["card"]["metrics"] == cards.read_card(minilm_trained)["metrics"]
+    assert (trained["runtime"], trained["runtime_reason"]) == ("torch", "asked for")
+
+
+def test_the_embedded_minilm_runs_its_float32_export_under_auto(pod: ServingPod) -> None:
+    """Its head is untrained: auto takes the lossless ONNX export and nothing lossier."""
+    answer = httpx.get(f"{pod.url}/models/status", timeout=10).json()
+    base = {entry["name"]: entry for entry in answer["models"]}["minilm"]
+    assert base["runtime"] == "onnx" and base["runtime_requested"] == "auto"
+    assert "untrained head" in base["runtime_reason"]
+    [check] = base["runtime_checks"]
+    assert check["passed"] and check["max_logit_diff"] < 1e-4 and check["label_agreement"] == 1.0
 
 
 def test_predict_trained_returns_the_models_own_predictions(
