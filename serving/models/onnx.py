@@ -318,6 +318,12 @@ class RuntimeClassifier(hf.HFClassifier):
         """The ONNX Runtime session serving the model, or None when torch does."""
         return self._session
 
+    def _choose_threads(self) -> None:
+        if self._session is None:
+            super()._choose_threads()
+        else:  # ONNX Runtime sizes its own pool, which sleeps when idle; torch runs nothing here
+            self.torch_threads, self.torch_threads_reason = None, ""
+
     def verify(self) -> None:
         super().verify()  # our tokenizer path against Hugging Face's, in torch
         if self._session is not None:
