@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import errors, hardware
-from serving.api import batching, health, inference
+from serving.api import batching, health, inference, v2
 from serving.metrics import Metrics
 from serving.pool import ModelPool
 from serving.settings import ServerSettings
@@ -57,6 +57,7 @@ def create_app(settings: ServerSettings, pool: ModelPool | None = None) -> FastA
     app.include_router(inference.router)
     app.include_router(batching.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
     app.add_exception_handler(errors.CarpoolError, _carpool_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
