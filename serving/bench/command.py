@@ -17,20 +17,23 @@ CPU or a GPU machine unchanged.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from serving import settings
-from serving.bench import loadgen, plot, reference, report, server, texts
+from serving.bench import loadgen, plot, reference, report, server, texts, v2
 
 __all__ = ["build_parser", "main"]
 
 DEFAULT_MODEL = "minilm"
+Encoder = Callable[[loadgen.Target, Sequence[str], str], list[bytes]]
 
 
 def _csv(kind: type, value: str) -> list[Any]:
@@ -122,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive, default=30.0, help="seconds before a request counts as failed"
     )
     parser.add_argument("--output", type=Path, default=Path("bench-results"), help="folder for the results")
+    parser.add_argument(
+        "--protocol",
+        choices=["carpool", "v2"],
+        default="carpool",
+        help="carpool: POST /predict (default); v2: POST /v2/models/MODEL/infer, the Open Inference "
+        "Protocol, which also drives a Triton, PyTriton or KServe model as it is served",
+    )
     return parser
 
 
@@ -167,6 +177,7 @@ def _run_cells(
     model: str,
     corpus: list[str],
     spawned: server.Spawned | None,
+    encode: Encoder = loadgen.encode_requests,
 ) -> list[report.Cell]:
     cells = []
     foreign = server.ForeignLoad(spawned.pid) if spawned else None
@@ -189,6 +200,7 @@ def _run_cells(
                 duration_s=args.duration,
                 warmup_s=args.warmup,
                 timeout_s=args.timeout,
+                encode=encode,
             )
         )
         other_load = foreign.share() if foreign is not None else None
@@ -218,6 +230,28 @@ def _run_cells(
             _say(f"  error: {sample}")
         cells.append(cell)
     return cells
+
+
+def _connect(args: argparse.Namespace, url: str, model: str) -> tuple[server.Admin, Encoder]:
+    """The server's admin side, and how to write its requests (--protocol).
+
+    Over v2, a Carpool is still configured per strategy; any other v2 server is driven as served.
+    """
+    if args.protocol != "v2":
+        return server.Admin(url, args.token), loadgen.encode_requests
+    probe = v2.V2Server(url, model, timeout_s=args.timeout)
+    if not probe.healthy():
+        probe.close()
+        raise server.BenchError(f"{url}/v2/health/ready or /v2/models/{model}/ready is not 200")
+    tensor = probe.metadata()
+    carpool = server.Admin(url, args.token)
+    if carpool.healthy():
+        probe.close()
+        return carpool, functools.partial(v2.encode_requests, tensor=tensor)
+    carpool.close()
+    args.strategies = [v2.AS_SERVED]
+    _say(f"{url} is a v2 server but not a Carpool: one cell per concurrency level, as it is configured")
+    return probe, functools.partial(v2.encode_requests, tensor=tensor)
 
 
 def _restorable(stats: dict[str, Any]) -> dict[str, Any] | None:
@@ -264,7 +298,7 @@ def _run(
     spawned: server.Spawned | None,
 ) -> int:
     """References while the server idles, then the grid, then the results."""
-    admin = server.Admin(url, args.token)
+    admin, encode = _connect(args, url, model)
     try:
         if not admin.healthy():
             raise server.BenchError(f"{url}/health is not 200: start carpool serve, or use --spawn")
@@ -295,7 +329,7 @@ def _run(
         tokens = f"{refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max}"
         _say(f"texts: {len(corpus)}, {tokens} tokens min/mean/max")
         try:
-            cells = _run_cells(args, url, admin, model, corpus, spawned)
+            cells = _run_cells(args, url, admin, model, corpus, spawned, encode)
         finally:
             if original is not None:
                 admin.configure(original)
@@ -304,6 +338,7 @@ def _run(
         admin.close()
     meta = {
         "url": url,
+        "protocol": args.protocol,
         "spawned": spawned is not None,
         "model": model,
         "model_path": str(path),

@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -236,14 +236,18 @@ async def run_load(
     duration_s: float,
     warmup_s: float,
     timeout_s: float = 30.0,
+    encode: Callable[[Target, Sequence[str], str], list[bytes]] = encode_requests,
 ) -> LoadResult:
-    """Drive POST /predict with `concurrency` closed-loop users; measure `duration_s` after `warmup_s`."""
+    """Drive POST /predict with `concurrency` closed-loop users; measure `duration_s` after `warmup_s`.
+
+    `encode` writes the requests (default: /predict; `bench.v2` has the Open Inference Protocol's).
+    """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if duration_s <= 0 or warmup_s < 0:
         raise ValueError(f"need duration > 0 and warm-up >= 0, got {duration_s} and {warmup_s}")
     target = Target.parse(url)
-    requests = encode_requests(target, texts, model)
+    requests = encode(target, texts, model)
     result = LoadResult(concurrency=concurrency, window_s=duration_s)
     start = time.perf_counter() + warmup_s
     window = (start, start + duration_s)
