@@ -163,9 +163,8 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
         for row, text in enumerate(texts):
             try:
                 pool.check_text(text)
-            except errors.CarpoolError as exc:
-                exc.message = f"input {INPUT!r} row {row}: {exc.message}"
-                raise
+            except errors.CarpoolError as exc:  # the same error, naming the row
+                raise type(exc)(f"input {INPUT!r} row {row}: {exc.message}", **exc.extra) from None
         predictions = await _predict(pool, resolved, texts)
     except errors.CarpoolError as exc:
         pool.metrics.on_request(
@@ -235,7 +234,12 @@ def parse_infer(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise _ProtocolError(f'"inputs" must be a list holding the input {INPUT!r}, got {inputs!r}')
-    names = [item.get("name") if isinstance(item, dict) else item for item in inputs]
+    for item in inputs:
+        if not isinstance(item, dict):
+            raise _ProtocolError(
+                f"each input must be an object with name, datatype, shape and data; got {item!r}"
+            )
+    names = [item.get("name") for item in inputs]
     if names != [INPUT]:
         raise _ProtocolError(f"the model takes exactly one input, {INPUT!r}; got inputs {names!r}")
     texts = _texts(inputs[0], body[json_end:])

@@ -276,6 +276,13 @@ LONG = "x" * 201  # the text limit here is 200 characters
         ),
         pytest.param(
             "/v2/models/tiny/infer",
+            {"inputs": ["text"]},
+            422,
+            "each input must be an object with name, datatype, shape and data; got 'text'",
+            id="input-not-an-object",
+        ),
+        pytest.param(
+            "/v2/models/tiny/infer",
             {"inputs": []},
             422,
             "\"inputs\" must be a list holding the input 'text', got []",
