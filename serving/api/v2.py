@@ -80,84 +80,17 @@ def _outcome(exc: BaseException) -> str:
     return "invalid" if status < 500 else "error"
 
 
-# -- health and metadata ----------------------------------------------------------------------------
+# -- inference (registered first: the hot path is matched before the others) -----------------------
 
 
-@router.get("/v2", summary="Server metadata: name, version, protocol extensions")
-async def server_metadata() -> Response:
-    return _json({"name": "carpool", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
-
-
-@router.get("/v2/health/live", summary="200 while the process answers")
-async def live() -> Response:
-    return _json({"live": True})
-
-
-@router.get("/v2/health/ready", summary="200 when every model is loaded and warm; 503 otherwise")
-async def ready(request: Request) -> Response:
-    ok = _pool(request).ready
-    return _json({"ready": ok}, 200 if ok else 503)
-
-
-def _model(pool: ModelPool, name: str, version: str | None) -> str:
-    """The served model `name` (aliases resolved); 404 for an unknown name or version."""
-    resolved = pool.resolve([name])[0]
-    if version is not None and version != MODEL_VERSION:
-        raise errors.UnknownModel(
-            f"model {name!r} has no version {version!r}; its only version is {MODEL_VERSION!r}"
-        )
-    return resolved
-
-
-def _metadata(pool: ModelPool, name: str) -> dict[str, Any]:
-    labels = list(pool.served[name].engine.model.labels)
-    return {
-        "name": name,
-        "versions": [MODEL_VERSION],
-        "platform": PLATFORM,
-        "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1, 1]}],
-        "outputs": [
-            {"name": "label", "datatype": "BYTES", "shape": [-1, 1]},
-            {"name": "score", "datatype": "FP32", "shape": [-1, 1]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},
-        ],
-        "parameters": {"labels": labels},
-    }
-
-
-@router.get("/v2/models/{name}", summary="A model's metadata: its input and outputs")
-@router.get("/v2/models/{name}/versions/{version}", summary="A model version's metadata")
-async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
-    pool = _pool(request)
-    try:
-        return _json(_metadata(pool, _model(pool, name, version)))
-    except errors.CarpoolError as exc:
-        return _error(exc)
-
-
-@router.get("/v2/models/{name}/ready", summary="200 when the model is loaded and warm; 503 otherwise")
-@router.get("/v2/models/{name}/versions/{version}/ready", summary="The same, for a model version")
-async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
-    pool = _pool(request)
-    try:
-        resolved = _model(pool, name, version)
-    except errors.CarpoolError as exc:
-        return _error(exc)
-    ok = pool.served[resolved].engine.state is EngineState.READY
-    return _json({"name": resolved, "ready": ok}, 200 if ok else 503)
-
-
-# -- inference --------------------------------------------------------------------------------------
-
-
-@router.post("/v2/models/{name}/infer", summary="Classify the rows of the `text` input")
 @router.post("/v2/models/{name}/versions/{version}/infer", summary="The same, for a model version")
-async def infer(request: Request, name: str, version: str | None = None) -> Response:
+@router.post("/v2/models/{name}/infer", summary="Classify the rows of the `text` input")  # registered first
+async def infer(request: Request) -> Response:
     pool = _pool(request)
     started = time.perf_counter()
     resolved: str | None = None  # only names the pod serves label the metrics, never a client's typo
     try:
-        resolved = _model(pool, name, version)
+        resolved = _model(pool, request)
         body = await _read(request, pool)
         header, texts, wanted = parse_infer(body, request.headers.get(HEADER_LENGTH))
         for row, text in enumerate(texts):
@@ -203,6 +136,79 @@ async def _predict(pool: ModelPool, name: str, texts: Sequence[str]) -> list[Pre
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
     return [result[name][0] for result in results]
+
+
+# -- health and metadata ----------------------------------------------------------------------------
+
+
+@router.get("/v2", summary="Server metadata: name, version, protocol extensions")
+async def server_metadata() -> Response:
+    return _json({"name": "carpool", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
+
+
+@router.get("/v2/health/live", summary="200 while the process answers")
+async def live() -> Response:
+    return _json({"live": True})
+
+
+@router.get("/v2/health/ready", summary="200 when every model is loaded and warm; 503 otherwise")
+async def ready(request: Request) -> Response:
+    ok = _pool(request).ready
+    return _json({"ready": ok}, 200 if ok else 503)
+
+
+def _model(pool: ModelPool, request: Request) -> str:
+    """The served model the path names (aliases resolved); 404 for an unknown name or version.
+
+    Read from `path_params` rather than as endpoint arguments: FastAPI's parameter validation
+    would cost the hot path more than the rest of the protocol's parsing.
+    """
+    name: str = request.path_params["name"]
+    version: str | None = request.path_params.get("version")
+    resolved = pool.resolve([name])[0]
+    if version is not None and version != MODEL_VERSION:
+        raise errors.UnknownModel(
+            f"model {name!r} has no version {version!r}; its only version is {MODEL_VERSION!r}"
+        )
+    return resolved
+
+
+def _metadata(pool: ModelPool, name: str) -> dict[str, Any]:
+    labels = list(pool.served[name].engine.model.labels)
+    return {
+        "name": name,
+        "versions": [MODEL_VERSION],
+        "platform": PLATFORM,
+        "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1, 1]}],
+        "outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [-1, 1]},
+            {"name": "score", "datatype": "FP32", "shape": [-1, 1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},
+        ],
+        "parameters": {"labels": labels},
+    }
+
+
+@router.get("/v2/models/{name}", summary="A model's metadata: its input and outputs")
+@router.get("/v2/models/{name}/versions/{version}", summary="A model version's metadata")
+async def model_metadata(request: Request) -> Response:
+    pool = _pool(request)
+    try:
+        return _json(_metadata(pool, _model(pool, request)))
+    except errors.CarpoolError as exc:
+        return _error(exc)
+
+
+@router.get("/v2/models/{name}/ready", summary="200 when the model is loaded and warm; 503 otherwise")
+@router.get("/v2/models/{name}/versions/{version}/ready", summary="The same, for a model version")
+async def model_ready(request: Request) -> Response:
+    pool = _pool(request)
+    try:
+        resolved = _model(pool, request)
+    except errors.CarpoolError as exc:
+        return _error(exc)
+    ok = pool.served[resolved].engine.state is EngineState.READY
+    return _json({"name": resolved, "ready": ok}, 200 if ok else 503)
 
 
 # -- the wire format (pure) -------------------------------------------------------------------------
