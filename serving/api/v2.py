@@ -37,7 +37,7 @@ from serving.batching.engine import EngineState
 from serving.models.base import Prediction
 from serving.pool import ModelPool
 
-__all__ = ["INPUT", "MODEL_VERSION", "OUTPUTS", "router"]
+__all__ = ["INPUT", "MODEL_VERSION", "OUTPUTS", "parse_infer", "router"]
 
 router = APIRouter(tags=["open inference protocol (v2)"])
 
