@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import errors, hardware
-from serving.api import batching, fastpath, health, inference, responses
+from serving.api import batching, fastpath, health, inference, responses, v2
 from serving.frontend import Backend
 from serving.frontend.local import LocalBackend
 from serving.metrics import Metrics
@@ -82,6 +82,7 @@ def create_app(
     app.include_router(inference.router)
     app.include_router(batching.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
     app.add_exception_handler(errors.CarpoolError, _carpool_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -24,6 +24,7 @@ CPU or a GPU machine unchanged.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from serving import settings
-from serving.bench import plot, reference, report, rounds, runner, server, texts, tiny
+from serving.bench import loadgen, plot, reference, report, rounds, runner, server, texts, tiny, v2
 
 __all__ = ["build_parser", "main"]
 
@@ -161,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=_positive, default=30.0, help="seconds before a request counts as failed"
     )
+    parser.add_argument(
+        "--protocol",
+        choices=["carpool", "v2"],
+        default="carpool",
+        help="carpool: POST /predict (default); v2: POST /v2/models/MODEL/infer, the Open Inference "
+        "Protocol, which also drives a Triton, PyTriton or KServe model as it is served",
+    )
     parser.add_argument("--output", type=Path, default=Path("bench-results"), help="folder for the results")
     return parser
 
@@ -234,6 +242,28 @@ def _device(entry: dict[str, Any]) -> tuple[str, str]:
     return device, str(entry.get("dtype") or "float32")
 
 
+def _connect(args: argparse.Namespace, url: str, model: str) -> tuple[runner.AdminSide, runner.Encoder]:
+    """The server's admin side, and how to write its requests (--protocol).
+
+    Over v2, a Carpool is still configured per strategy; any other v2 server is driven as served.
+    """
+    if args.protocol != "v2":
+        return server.Admin(url, args.token), loadgen.encode_requests
+    probe = v2.V2Server(url, model, timeout_s=args.timeout)
+    if not probe.healthy():
+        probe.close()
+        raise server.BenchError(f"{url}/v2/health/ready or /v2/models/{model}/ready is not 200")
+    tensor = probe.metadata()
+    carpool = server.Admin(url, args.token)
+    if carpool.healthy():
+        probe.close()
+        return carpool, functools.partial(v2.encode_requests, tensor=tensor)
+    carpool.close()
+    args.strategies = [v2.AS_SERVED]
+    _say(f"{url} is a v2 server but not a Carpool: one cell per concurrency level, as it is configured")
+    return probe, functools.partial(v2.encode_requests, tensor=tensor)
+
+
 def _restorable(stats: dict[str, Any]) -> dict[str, Any] | None:
     """The batching config found on a server, as a /batching/configure body that puts it back."""
     config = stats.get("config")
@@ -281,7 +311,7 @@ def _run(
     spawned: server.Spawned | None,
 ) -> int:
     """Load the raw model while the server idles, then the schedule, then the results."""
-    admin = server.Admin(url, args.token)
+    admin, encode = _connect(args, url, model)
     try:
         if not admin.healthy():
             raise server.BenchError(f"{url}/health is not 200: start carpool serve, or use --spawn")
@@ -307,7 +337,7 @@ def _run(
         eager = _eager_references(args, path, corpus, device, dtype, runtime, spawned)
         steps = rounds.schedule(args.strategies, args.concurrency, args.rounds, args.reference_every)
         settings = runner.CellSettings(
-            url, model, corpus, args.max_batch_size, args.duration, args.warmup, args.timeout
+            url, model, corpus, args.max_batch_size, args.duration, args.warmup, args.timeout, encode
         )
         try:
             measured = runner.run(
@@ -330,6 +360,7 @@ def _run(
         _say(f"warning: the idle server used {idle_load:.0%} of a core during the references")
     meta = {
         "url": url,
+        "protocol": args.protocol,
         "spawned": spawned is not None,
         "model": model,
         "model_path": str(path),

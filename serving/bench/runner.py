@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from serving.bench import loadgen, reference, report, rounds, server
+from serving.bench import loadgen, reference, report, rounds, server, v2
 
 __all__ = ["CellSettings", "Clock", "Measured", "run"]
 
@@ -30,6 +30,10 @@ class Clock:
         return time.monotonic() - self._start
 
 
+Encoder = Callable[[loadgen.Target, Sequence[str], str], list[bytes]]
+AdminSide = server.Admin | v2.V2Server  # a Carpool's admin API, or a plain v2 server driven as served
+
+
 @dataclass(frozen=True)
 class CellSettings:
     """What every cell sends, where, and for how long."""
@@ -41,6 +45,7 @@ class CellSettings:
     duration_s: float
     warmup_s: float
     timeout_s: float
+    encode: Encoder = loadgen.encode_requests  # how requests are written: /predict, or v2's infer
 
 
 @dataclass
@@ -60,7 +65,7 @@ class Measured:
 
 def _run_cell(
     settings: CellSettings,
-    admin: server.Admin,
+    admin: AdminSide,
     step: rounds.Step,
     clock: Clock,
     foreign: server.ForeignLoad | None,
@@ -71,11 +76,11 @@ def _run_cell(
     if foreign is not None:
         foreign.share()  # starts the interval
     started = clock()
+    target = loadgen.Target.parse(settings.url)
     load = loadgen.run_blocking(
-        loadgen.run_load(
-            settings.url,
-            settings.texts,
-            settings.model,
+        loadgen.drive(
+            target,
+            settings.encode(target, settings.texts, settings.model),
             concurrency=step.concurrency,
             duration_s=settings.duration_s,
             warmup_s=settings.warmup_s,
@@ -115,7 +120,7 @@ def _run_cell(
 def run(
     steps: Sequence[rounds.Step],
     settings: CellSettings,
-    admin: server.Admin,
+    admin: AdminSide,
     raw: reference.RawModel,
     *,
     reference_seconds: float,

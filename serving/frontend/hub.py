@@ -97,6 +97,7 @@ class _Link(asyncio.Protocol):
         self.calls: dict[str, Callable[[Any], Any]] = {
             "configure": hub.local.configure_now,
             "live": lambda _: True,
+            "model_info": hub.local.info_now,
             "stats": lambda _: hub.pool.stats(),
             "health": lambda _: hub.health(),
             "status": lambda _: hub.pool.status(),

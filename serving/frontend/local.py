@@ -41,6 +41,13 @@ class LocalBackend:
     async def live(self) -> bool:
         return True
 
+    async def model_info(self, name: str) -> dict[str, Any]:
+        return self.info_now(name)
+
+    def info_now(self, name: str) -> dict[str, Any]:
+        engine = self.pool.served[name].engine
+        return {"labels": list(engine.model.labels), "state": engine.state.value}
+
     async def stats(self) -> dict[str, Any]:
         return self.pool.stats()
 

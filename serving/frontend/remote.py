@@ -126,6 +126,10 @@ class RemotePool(asyncio.Protocol):
     async def live(self) -> bool:
         return bool(await self._call("live"))
 
+    async def model_info(self, name: str) -> dict[str, Any]:
+        reply: dict[str, Any] = await self._call("model_info", name)
+        return reply
+
     async def stats(self) -> dict[str, Any]:
         reply: dict[str, Any] = await self._call("stats")
         return reply

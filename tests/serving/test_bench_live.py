@@ -32,7 +32,12 @@ QUICK = [
 
 @pytest.fixture(scope="module")
 def pod(tiny_bert: Path) -> Iterator[ServingPod]:
-    env = {"CARPOOL_ADMIN_TOKEN": TOKEN, "BATCHING_STRATEGY": "single_request", "MAX_BATCH_SIZE": "8"}
+    env = {
+        "CARPOOL_ADMIN_TOKEN": TOKEN,
+        "BATCHING_STRATEGY": "single_request",
+        "MAX_BATCH_SIZE": "8",
+        "CARPOOL_RUNTIME": "auto",  # the default a user gets: onnx-int8 for a model without a card
+    }
     with ServingPod(models={"tiny": tiny_bert}, env=env) as running:
         yield running
 

@@ -19,7 +19,12 @@ LABELS = ["benign", "phishing", "spam", "prompt_injection"]
 
 @pytest.fixture(scope="module")
 def pod() -> Iterator[ServingPod]:
-    env = {"CARPOOL_ADMIN_TOKEN": TOKEN, "BATCHING_STRATEGY": "adaptive", "ENABLE_LOGGING": "false"}
+    env = {
+        "CARPOOL_ADMIN_TOKEN": TOKEN,
+        "BATCHING_STRATEGY": "adaptive",
+        "ENABLE_LOGGING": "false",
+        "CARPOOL_RUNTIME": "auto",  # what `make run` serves with
+    }
     with ServingPod(host="127.0.0.1", env=env, startup_timeout=240) as running:
         yield running
 

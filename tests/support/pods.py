@@ -110,6 +110,9 @@ class ServingPod:
             TOKENIZERS_PARALLELISM="false",
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
+            # torch unless a test asks for another runtime: an ONNX export at every start would
+            # slow every pod, and only the runtime tests are about runtimes
+            CARPOOL_RUNTIME="torch",
         )
         environ.update(self.env)
         return environ
