@@ -85,7 +85,7 @@ def create_app(
     app.add_exception_handler(errors.CarpoolError, _carpool_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    return fastpath.FastPath(app, backend)
+    return fastpath.FastPath(app, backend, default_timeout_ms=settings.request_timeout_ms)
 
 
 async def _carpool_error(request: Request, exc: Exception) -> Response:

@@ -7,8 +7,12 @@ results costs the model process one write and the worker one read, not 32.
 Messages are plain tuples whose first item says what they are:
 
     worker -> model process
-      (PREDICT, rid, text, names, wait_for_room, ids) one text for one or more models; `ids` are its
-                                                      tokens when the worker has the model's encoder
+      (PREDICT, rid, text, names, wait_for_room, ids, timeout_s, bulk)
+                                                      one text for one or more models; `ids` are its
+                                                      tokens when the worker has the model's encoder;
+                                                      `timeout_s` the time left to its deadline when
+                                                      sent (None: none), `bulk` its lane. The last two
+                                                      may be left out (no deadline, interactive).
       (CALL, rid, method, argument)                   configure, stats, health, status, metrics
       (RECORD, endpoint, outcomes, seconds)           one answered request, for the metrics
     model process -> worker

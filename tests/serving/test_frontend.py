@@ -90,7 +90,7 @@ async def test_a_full_queue_is_a_429_with_the_model_processs_retry_after(pod: Po
     await asyncio.sleep(0.05)
     with pytest.raises(errors.QueueFull) as refused:
         await pod.workers[1].predict("two", ["echo"])
-    assert refused.value.retry_after_s >= 1.0
+    assert refused.value.retry_after_s > 0  # the model process's estimate crossed the socket
     await pod.workers[2].configure({"max_queue_size": 8, "max_wait_time_ms": 1, "min_batch_size": 1})
     assert (await first)["echo"][0].label == "one"
 
