@@ -36,6 +36,7 @@ class PredictRequest(BaseModel):
     )
     timeout_ms: float | None = Field(
         None,
+        strict=True,
         gt=0,
         le=MAX_TIMEOUT_MS,
         description="Deadline in milliseconds from arrival: a request still queued then is answered 504 "
