@@ -42,6 +42,7 @@ TIMEOUT_HEADER = "x-request-timeout-ms"
 ESCAPED_BYTES_PER_CHAR = 12  # the most JSON may spend on one character: a surrogate pair, \ud83d\ude00
 BATCH_ESCAPED_BYTES_PER_CHAR = 6  # a batch's bound: every text at the limit in \uXXXX escapes
 FIELDS_BYTES = 4096  # room for the rest of an item: model names, timeout_ms, spaces
+REFUSAL_PAUSE_MAX_S = 0.25  # a 429 is sent after min(its advice, this): see `_paced`
 
 _PREDICT_BODY = {
     "requestBody": {
@@ -128,6 +129,21 @@ def _predictions(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _paced(exc: errors.QueueFull) -> errors.QueueFull:
+    """The refusal, sent after part of the wait it advises (at most REFUSAL_PAUSE_MAX_S); the advice
+    left is what the answer carries.
+
+    A client that ignores Retry-After and retries at once is thereby slowed to one try per pause: a
+    storm of 128 such clients costs a few hundred refusals a second, not thousands, and the model
+    keeps the CPU. The pause holds only a timer and the idle connection.
+    """
+    pause = min(exc.retry_after_s, REFUSAL_PAUSE_MAX_S)
+    await asyncio.sleep(pause)
+    left = exc.retry_after_s - pause
+    extra = {**exc.extra, "retry_after_ms": round(left * 1000.0, 1)}
+    return errors.QueueFull(exc.message, retry_after_s=left, **extra)
+
+
 async def answer_predict(
     backend: Backend, raw: bytes, endpoint: str, timeout_ms: float | None = None
 ) -> bytes:
@@ -140,6 +156,9 @@ async def answer_predict(
         names = backend.catalog.resolve(models, trained_only=ENDPOINTS[endpoint])
         timeout_s = _seconds_left(started, timeout_ms, own_timeout_ms)
         results = await backend.predict(text, names, timeout_s=timeout_s)
+    except errors.QueueFull as exc:
+        backend.record(endpoint, {name: "rejected" for name in names}, time.perf_counter() - started)
+        raise await _paced(exc) from None
     except errors.CarpoolError as exc:
         outcome = _outcome(exc)
         backend.record(endpoint, {name: outcome for name in names or ["-"]}, time.perf_counter() - started)
