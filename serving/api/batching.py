@@ -45,6 +45,17 @@ def _check_token(request: Request) -> None:
         )
 
 
+_INT_FIELDS = frozenset(
+    name for name, info in schemas.ConfigureRequest.model_fields.items() if "int" in str(info.annotation)
+)
+
+
+def _integral(key: str, value: Any) -> Any:
+    if key in _INT_FIELDS and type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 @router.get("/batching/stats", summary="The batching config in force and the measured figures")
 async def batching_stats(request: Request) -> JSONResponse:
     return JSONResponse(await _backend(request).stats())
@@ -63,6 +74,8 @@ async def batching_configure(request: Request) -> JSONResponse:
             f"unknown batching field {quote(unknown[0])}; "
             f"known: {', '.join(schemas.ConfigureRequest.model_fields)}"
         )
+    # JSON has one number type: 16.0 is the integer 16, as JSON Schema says; true and "16" are not.
+    data = {key: _integral(key, value) for key, value in data.items()}
     try:
         schemas.ConfigureRequest.model_validate(data)  # strict types first; ranges in the pool
     except ValidationError as exc:

@@ -11,6 +11,7 @@ words the error), and answers are serialised once.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -39,6 +40,8 @@ MAX_BATCH_ITEMS = 1024
 ENDPOINTS = {"/predict": False, "/predict/trained": True}  # path -> trained models only
 BATCH_ENDPOINT = "/predict/batch"
 TIMEOUT_HEADER = "x-request-timeout-ms"
+TIMEOUT_HEADER_PATTERN = r"^[1-9][0-9]{0,5}(\.[0-9]{1,3})?$"  # 1 to 999999.999 ms
+_TIMEOUT_HEADER = re.compile(TIMEOUT_HEADER_PATTERN)
 ESCAPED_BYTES_PER_CHAR = 12  # the most JSON may spend on one character: a surrogate pair, \ud83d\ude00
 BATCH_ESCAPED_BYTES_PER_CHAR = 6  # a batch's bound: every text at the limit in \uXXXX escapes
 FIELDS_BYTES = 4096  # room for the rest of an item: model names, timeout_ms, spaces
@@ -83,15 +86,12 @@ def request_timeout_ms(header: str | bytes | None, default_ms: float | None) -> 
     if header is None:
         return default_ms
     raw = header.decode("latin-1") if isinstance(header, bytes) else header
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= schemas.MAX_TIMEOUT_MS:  # NaN fails too
+    if not _TIMEOUT_HEADER.match(raw):
         raise errors.InvalidInput(
-            f"X-Request-Timeout-Ms must be a number of milliseconds in (0, {schemas.MAX_TIMEOUT_MS}], "
+            f"X-Request-Timeout-Ms must be milliseconds from 1 to 999999.999 (at most 3 decimals), "
             f"got {quote(raw)}"
         )
+    value = float(raw)
     return value if default_ms is None else min(value, default_ms)
 
 
