@@ -139,5 +139,5 @@ def error_from_wire(wire: tuple[str, str, dict[str, Any], float | None]) -> erro
     if not (isinstance(cls, type) and issubclass(cls, errors.CarpoolError)):
         cls = errors.CarpoolError
     if cls is errors.QueueFull:
-        return errors.QueueFull(message, retry_after_s=retry_after or 1.0, **extra)
+        return errors.QueueFull(message, retry_after_s=1.0 if retry_after is None else retry_after, **extra)
     return cls(message, **extra)
