@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import errors, hardware
-from serving.api import batching, fastpath, health, inference, responses, v2
+from serving.api import batching, fastpath, health, inference, openapi, responses, v2
 from serving.frontend import Backend
 from serving.frontend.local import LocalBackend
 from serving.metrics import Metrics
@@ -86,7 +86,25 @@ def create_app(
     app.add_exception_handler(errors.CarpoolError, _carpool_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    return fastpath.FastPath(app, backend)
+    _document(app, settings, backend)
+    return fastpath.FastPath(app, backend, default_timeout_ms=settings.request_timeout_ms)
+
+
+def _document(app: FastAPI, settings: ServerSettings, backend: Backend) -> None:
+    """Serve `openapi.document`: real bodies, answers and bounds (built once, on first request)."""
+    plain = app.openapi
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.document(
+                plain(),
+                backend.catalog,
+                admin_token=bool(settings.admin_token),
+                metrics=backend.metrics_enabled,
+            )
+        return app.openapi_schema
+
+    app.openapi = build  # type: ignore[method-assign]
 
 
 async def _carpool_error(request: Request, exc: Exception) -> Response:

@@ -7,13 +7,39 @@ that read it, without a round trip.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from serving import errors
 
-__all__ = ["Catalog", "Kind"]
+__all__ = ["VISIBLE", "Catalog", "Kind", "is_blank", "quote"]
+
+QUOTE_CHARS = 60  # what an error message repeats of a client's value, at most
+# A visible character: not whitespace, not a control character, not a zero-width or format one
+# (soft hyphen, zero-width spaces and joiners, directional marks, word joiners, BOM). The OpenAPI
+# document states the same pattern for `text`, so the fuzzer and the pod agree on what is blank.
+VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]"
+_VISIBLE = re.compile(VISIBLE)
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """`repr(value)`, cut to `limit` characters with the full length said: error messages never
+    echo a client's megabytes back."""
+    if isinstance(value, str | bytes) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    text = repr(value)
+    if len(text) > limit:
+        return f"{text[:limit]}... ({len(text)} characters)"
+    return text
+
+
+def is_blank(text: str) -> bool:
+    """No `VISIBLE` character: only whitespace, control characters, zero-width spaces and joiners,
+    BOMs. A normal text answers at its first character."""
+    return _VISIBLE.search(text) is None
+
 
 Kind = Literal["base", "trained"]
 
@@ -52,25 +78,27 @@ class Catalog:
         unknown = [name for name in names if name not in self.kinds]
         if unknown:
             raise errors.UnknownModel(
-                f"unknown model {unknown[0]!r}; this pod serves {', '.join(self.names)}",
+                f"unknown model {quote(unknown[0])}; this pod serves {', '.join(self.names)}",
                 known_models=self.names,
             )
         if trained_only:
             base = [name for name in names if name not in trained]
             if base:
                 raise errors.NotATrainedModel(
-                    f"{base[0]!r} is not a trained model; /predict/trained serves {', '.join(trained)} "
+                    f"{quote(base[0])} is not a trained model; /predict/trained serves {', '.join(trained)} "
                     "(use /predict for base models, or run `carpool train --base NAME` to train one)",
                     trained_models=trained,
                 )
         return list(dict.fromkeys(names))
 
     def check_text(self, text: str) -> None:
-        if not text.strip():
-            raise errors.EmptyText("text must not be empty or blank")
         if len(text) > self.max_text_chars:
             raise errors.TextTooLong(
                 f"text has {len(text)} characters; "
                 f"the limit is {self.max_text_chars} (CARPOOL_MAX_TEXT_CHARS)",
                 limit=self.max_text_chars,
+            )
+        if is_blank(text):
+            raise errors.EmptyText(
+                "text must not be empty or blank (whitespace, control and zero-width characters only)"
             )

@@ -13,7 +13,9 @@ One small tree; the API registers a single handler that walks ``type(exc).__mro_
     ├── FeatureDisabled .......... 404  /metrics with ENABLE_METRICS=false
     ├── TextTooLong .............. 413  text above CARPOOL_MAX_TEXT_CHARS
     ├── Unauthorized ............. 401  /batching/configure without the admin bearer token
+    ├── RequestTimeout ........... 408  the body stalled: no byte for BODY_IDLE_TIMEOUT_S
     ├── QueueFull ................ 429  a model's queue holds max_queue_size requests (Retry-After)
+    ├── DeadlineExceeded ......... 504  the request's deadline passed before its batch left
     ├── ModelNotReady ............ 503  still loading, failed to load, or draining
     └── InferenceFailed .......... 500  the model raised on an item that is not bad input
 
@@ -27,6 +29,7 @@ from typing import Any
 __all__ = [
     "STATUS_BY_ERROR",
     "CarpoolError",
+    "DeadlineExceeded",
     "EmptyText",
     "FeatureDisabled",
     "InferenceFailed",
@@ -36,6 +39,7 @@ __all__ = [
     "ModelNotReady",
     "NotATrainedModel",
     "QueueFull",
+    "RequestTimeout",
     "TextTooLong",
     "Unauthorized",
     "UnknownModel",
@@ -97,6 +101,14 @@ class QueueFull(CarpoolError):
         self.retry_after_s = retry_after_s
 
 
+class RequestTimeout(CarpoolError):
+    pass
+
+
+class DeadlineExceeded(CarpoolError):
+    pass
+
+
 class ModelNotReady(CarpoolError):
     pass
 
@@ -113,6 +125,8 @@ STATUS_BY_ERROR: dict[type[CarpoolError], int] = {
     TextTooLong: 413,
     Unauthorized: 401,
     QueueFull: 429,
+    RequestTimeout: 408,
+    DeadlineExceeded: 504,
     ModelNotReady: 503,
     InferenceFailed: 500,
     CarpoolError: 500,

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from serving import catalog, errors, hardware
 from serving.batching.engine import BatchEngine, EngineState
+from serving.batching.pending import BULK, INTERACTIVE
 from serving.metrics import Metrics
 from serving.models import registry
 from serving.models.base import Encoded, Model, Prediction
@@ -155,14 +156,23 @@ class ModelPool:
 
     # -- predictions -----------------------------------------------------------------------------
 
-    def submit(self, name: str, text: str, ids: Sequence[int] | None = None) -> asyncio.Future[Prediction]:
+    def submit(
+        self,
+        name: str,
+        text: str,
+        ids: Sequence[int] | None = None,
+        *,
+        timeout_s: float | None = None,
+        bulk: bool = False,
+    ) -> asyncio.Future[Prediction]:
         """One checked text queued for one model (429 when its queue is full); `ids` when already
-        tokenized by the model's encoder."""
+        tokenized by the model's encoder; `timeout_s` its deadline; `bulk` its lane."""
         self.catalog.check_text(text)
         engine = self.served[name].engine
+        lane = BULK if bulk else INTERACTIVE
         if ids is None:
-            return engine.submit(text)
-        return engine.submit_encoded(Encoded(text, ids))
+            return engine.submit(text, timeout_s=timeout_s, lane=lane)
+        return engine.submit_encoded(Encoded(text, ids), timeout_s=timeout_s, lane=lane)
 
     def encoders(self) -> dict[str, Any]:
         """Each ready model's portable tokenizer (`encoder()`), for HTTP workers."""
@@ -174,19 +184,32 @@ class ModelPool:
         return found
 
     async def predict(
-        self, text: str, names: Sequence[str], *, wait_for_room: bool = False
+        self,
+        text: str,
+        names: Sequence[str],
+        *,
+        wait_for_room: bool = False,
+        timeout_s: float | None = None,
+        bulk: bool = False,
     ) -> dict[str, tuple[Prediction, float]]:
         """One prediction per model, with each model's latency in seconds; waits for all.
 
         A full queue raises QueueFull (429), or with `wait_for_room` waits until a batch leaves.
+        `timeout_s`: 504 for a model whose batch has not left by then. `bulk`: the bulk lane.
         """
         self.catalog.check_text(text)
         started = time.perf_counter()
+        lane = BULK if bulk else INTERACTIVE
         futures: list[asyncio.Future[Prediction]] = []
         try:
             for name in names:
                 engine = self.served[name].engine
-                futures.append(await engine.put(text) if wait_for_room else engine.submit(text))
+                left = None if timeout_s is None else max(timeout_s - (time.perf_counter() - started), 0.0)
+                futures.append(
+                    await engine.put(text, timeout_s=left, lane=lane)
+                    if wait_for_room
+                    else engine.submit(text, timeout_s=left, lane=lane)
+                )
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -308,6 +331,8 @@ def _error_list(exc: ValidationError) -> list[dict[str, Any]]:
         if not field_name:  # a cross-field rule: name the field it constrains
             field_name = "min_batch_size" if "min_batch_size" in e["msg"] else "config"
             value = value.get(field_name) if isinstance(value, dict) else value
+        if isinstance(value, str) and len(value) > catalog.QUOTE_CHARS:
+            value = catalog.quote(value)
         problems.append({"field": field_name, "message": e["msg"], "value": value})
     return problems
 
@@ -317,6 +342,6 @@ def _config_error(exc: ValidationError) -> str:
     for e in exc.errors(include_url=False):
         field_name = ".".join(str(p) for p in e["loc"])
         where = f"{field_name}: " if field_name else ""
-        value = f" (got {e.get('input')!r})" if field_name else ""
+        value = f" (got {catalog.quote(e.get('input'))})" if field_name else ""
         parts.append(f"{where}{e['msg']}{value}")
     return "invalid batching config: " + "; ".join(parts)

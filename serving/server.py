@@ -29,13 +29,13 @@ from typing import Any
 from serving import app as app_module
 from serving import hardware
 from serving.frontend.hub import Hub
-from serving.settings import ServerSettings
+from serving.settings import DRAIN_BOUND_S, ServerSettings
 
 __all__ = ["GRACEFUL_SHUTDOWN_S", "serve"]
 
 log = logging.getLogger("carpool.server")
 
-GRACEFUL_SHUTDOWN_S = 30  # how long a worker may take to answer what it accepted once told to stop
+GRACEFUL_SHUTDOWN_S = DRAIN_BOUND_S  # how long a worker may take to answer what it accepted once told to stop
 RESTART_PAUSE_S = 1.0
 
 
@@ -59,6 +59,11 @@ def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
 def serve(settings: ServerSettings) -> None:
     """Run the pod until SIGTERM or SIGINT."""
     configure_logging(settings)
+    if not settings.admin_token:
+        log.warning(
+            "CARPOOL_ADMIN_TOKEN is not set: anyone who reaches this pod can change its batching "
+            "config with POST /batching/configure"
+        )
     workers = settings.worker_count(hardware.usable_cpus())
     if workers == 0:
         import uvicorn

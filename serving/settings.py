@@ -22,7 +22,10 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "BODY_IDLE_TIMEOUT_S",
+    "DRAIN_BOUND_S",
     "ENV_BY_FIELD",
+    "PRESTOP_PAUSE_S",
     "RUNTIMES",
     "BatchingConfig",
     "RuntimeName",
@@ -34,6 +37,23 @@ __all__ = [
 
 RuntimeName = Literal["auto", "torch", "onnx", "onnx-int8"]
 RUNTIMES: tuple[RuntimeName, ...] = ("auto", "torch", "onnx", "onnx-int8")
+
+
+# Shutdown bounds, shared by the pod and the operator that sizes its Deployment. On SIGTERM a pod
+# sends every held batch at once and answers what it accepted; a client whose body stalls for
+# BODY_IDLE_TIMEOUT_S gets 408; whatever an HTTP worker still holds after DRAIN_BOUND_S is cancelled.
+# Kubernetes first runs the preStop pause (PRESTOP_PAUSE_S, so Services stop routing new
+# connections to the pod before its listener closes), then sends SIGTERM; the grace period covers
+# both, plus a margin: `termination_grace_s()`.
+BODY_IDLE_TIMEOUT_S = 5.0
+DRAIN_BOUND_S = 30
+PRESTOP_PAUSE_S = 5
+_GRACE_MARGIN_S = 5
+
+
+def termination_grace_s() -> int:
+    """terminationGracePeriodSeconds for a serving pod: the preStop pause, the drain bound, a margin."""
+    return PRESTOP_PAUSE_S + DRAIN_BOUND_S + _GRACE_MARGIN_S
 
 
 class Strategy(StrEnum):
@@ -200,7 +220,19 @@ class ServerSettings(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on CUDA, float32 on CPU."
     )
-    admin_token: str | None = Field(None, description="Bearer token /batching/configure requires.")
+    admin_token: str | None = Field(
+        None,
+        description="Bearer token /batching/configure requires (CARPOOL_ADMIN_TOKEN), stripped of "
+        "surrounding whitespace. Set but blank refuses to start; unset leaves configure open (logged).",
+    )
+    request_timeout_ms: float | None = Field(
+        None,
+        gt=0,
+        le=3_600_000,
+        description="Default deadline of a request (CARPOOL_REQUEST_TIMEOUT_MS): queued longer, it is "
+        "dropped before the model and answered 504. A request's X-Request-Timeout-Ms header or "
+        "timeout_ms field may shorten it, never lengthen it. Unset: requests without their own wait.",
+    )
     enable_metrics: bool = True
     enable_logging: bool = True
     access_log: bool = Field(
@@ -253,16 +285,31 @@ class ServerSettings(BaseModel):
             "port": "CARPOOL_PORT",
             "workers": "CARPOOL_WORKERS",
             "cache_dir": "CARPOOL_CACHE_DIR",
+            "request_timeout_ms": "CARPOOL_REQUEST_TIMEOUT_MS",
         }
         for field, env_name in simple.items():
             raw = environ.get(env_name)
             if raw:
                 values[field] = raw
+        if "CARPOOL_ADMIN_TOKEN" in environ:  # set but blank is refused, never read as "no token"
+            values["admin_token"] = environ["CARPOOL_ADMIN_TOKEN"]
         values.update({key: value for key, value in overrides.items() if value is not None})
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _admin_token(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()  # `kubectl create secret --from-file` keeps the file's newline
+            if not value:
+                raise ValueError(
+                    "CARPOOL_ADMIN_TOKEN is set but blank; set a token, or unset the variable to leave "
+                    "/batching/configure open"
+                )
+        return value
 
     @field_validator("workers", mode="before")
     @classmethod

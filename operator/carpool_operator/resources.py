@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from carpool_operator import quantity, spec
+from serving import settings as serving_settings
 
 __all__ = [
     "POLICY_LABEL",
@@ -301,6 +302,10 @@ def build_deployment(
         "startupProbe": _probe("/livez", period_s=2, timeout_s=3, failures=60),
         "readinessProbe": _probe("/health", period_s=5, timeout_s=3, failures=3),
         "livenessProbe": _probe("/livez", period_s=10, timeout_s=5, failures=6),
+        # On delete or rollout: a pause first, so Services stop routing new connections here before
+        # the pod's listener closes; then SIGTERM, on which the pod sends every held batch at once,
+        # answers all it accepted and exits. The grace period covers the pause and the whole drain.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(serving_settings.PRESTOP_PAUSE_S)]}}},
         "securityContext": {"allowPrivilegeEscalation": False},
     }
     if serving.image_pull_policy:
@@ -309,7 +314,10 @@ def build_deployment(
     if mounts:
         container["volumeMounts"] = mounts
 
-    pod_spec: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 30}
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": serving_settings.termination_grace_s(),
+    }
     if sources.init_containers:
         pod_spec["initContainers"] = list(sources.init_containers)
     volumes = [*sources.volumes, *(dict(volume) for volume in serving.volumes)]

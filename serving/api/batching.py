@@ -7,12 +7,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from serving import errors
-from serving.api import schemas
+from serving.api import inference, schemas
+from serving.catalog import quote
 from serving.frontend import Backend
 
-__all__ = ["router"]
+__all__ = ["CONFIGURE_BODY_LIMIT", "router"]
+
+CONFIGURE_BODY_LIMIT = 16 * 1024  # a full config is about 250 bytes
 
 router = APIRouter(tags=["batching"])
 
@@ -41,6 +45,17 @@ def _check_token(request: Request) -> None:
         )
 
 
+_INT_FIELDS = frozenset(
+    name for name, info in schemas.ConfigureRequest.model_fields.items() if "int" in str(info.annotation)
+)
+
+
+def _integral(key: str, value: Any) -> Any:
+    if key in _INT_FIELDS and type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 @router.get("/batching/stats", summary="The batching config in force and the measured figures")
 async def batching_stats(request: Request) -> JSONResponse:
     return JSONResponse(await _backend(request).stats())
@@ -50,14 +65,26 @@ async def batching_stats(request: Request) -> JSONResponse:
 async def batching_configure(request: Request) -> JSONResponse:
     """Partial update; applies at each model's next batch; returns the new config and its hash."""
     _check_token(request)
-    data: Any = schemas.parse_json(await request.body())
+    data: Any = schemas.parse_json(await inference.read_body(request, CONFIGURE_BODY_LIMIT))
     if not isinstance(data, dict):
         raise errors.InvalidConfig(f"expected a JSON object of batching fields, got {type(data).__name__}")
     unknown = sorted(set(data) - set(schemas.ConfigureRequest.model_fields))
     if unknown:
         raise errors.InvalidConfig(
-            f"unknown batching field {unknown[0]!r}; "
+            f"unknown batching field {quote(unknown[0])}; "
             f"known: {', '.join(schemas.ConfigureRequest.model_fields)}"
         )
+    # JSON has one number type: 16.0 is the integer 16, as JSON Schema says; true and "16" are not.
+    data = {key: _integral(key, value) for key, value in data.items()}
+    try:
+        schemas.ConfigureRequest.model_validate(data)  # strict types first; ranges in the pool
+    except ValidationError as exc:
+        raise errors.InvalidConfig(
+            "invalid batching config: " + schemas.validation_message(exc),
+            errors=[
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors(include_url=False)
+            ],
+        ) from None
     changes = {key: value for key, value in data.items() if value is not None}
     return JSONResponse(await _backend(request).configure(changes))

@@ -11,6 +11,7 @@ the pod's CPU per request with a fast model (docs/serving.md, "Front end").
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from serving import errors
 from serving.api import inference, responses
 from serving.frontend import Backend
+from serving.settings import BODY_IDLE_TIMEOUT_S
 
 __all__ = ["FastPath"]
 
@@ -37,9 +39,10 @@ class _ClientGone(Exception):
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, backend: Backend) -> None:
+    def __init__(self, app: ASGIApp, backend: Backend, *, default_timeout_ms: float | None = None) -> None:
         self.app = app
         self.backend = backend
+        self.default_timeout_ms = default_timeout_ms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _PATHS:
@@ -48,13 +51,19 @@ class FastPath:
         endpoint: str = scope["path"]
         try:
             raw = await self._body(scope, receive, inference.body_limit(self.backend, endpoint))
+            timeout_ms = self.default_timeout_ms
+            for name, value in scope["headers"]:
+                if name == b"x-request-timeout-ms":
+                    timeout_ms = inference.request_timeout_ms(value, self.default_timeout_ms)
             if endpoint == inference.BATCH_ENDPOINT:
-                body = await inference.answer_batch(self.backend, raw)
+                body = await inference.answer_batch(self.backend, raw, timeout_ms)
             else:
-                body = await inference.answer_predict(self.backend, raw, endpoint)
+                body = await inference.answer_predict(self.backend, raw, endpoint, timeout_ms)
         except errors.CarpoolError as exc:
             status, extra, body = responses.error_response(exc)
             headers = [*responses.JSON_HEADERS, *((k.encode(), v.encode()) for k, v in extra.items())]
+            if status in (408, 413):  # the rest of the body is not read: the connection cannot go on
+                headers.append((b"connection", b"close"))
             await _answer(send, status, headers, body)
             return
         except _ClientGone:
@@ -68,10 +77,12 @@ class FastPath:
 
     @staticmethod
     async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:
+        """The body, 413 past `limit` bytes (declared or streamed), 408 when it stalls for
+        BODY_IDLE_TIMEOUT_S between two chunks."""
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 raise inference.too_large(value.decode(), limit)
-        message = await receive()
+        message = await _next(receive, 0)
         chunk: bytes = message.get("body", b"")
         if not message.get("more_body", False):
             if message["type"] == "http.disconnect":
@@ -81,7 +92,7 @@ class FastPath:
             return chunk
         chunks = bytearray(chunk)
         while True:
-            message = await receive()
+            message = await _next(receive, len(chunks))
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunks += message.get("body", b"")
@@ -89,6 +100,14 @@ class FastPath:
                 raise inference.too_large(f"more than {limit}", limit)
             if not message.get("more_body", False):
                 return bytes(chunks)
+
+
+async def _next(receive: Receive, received: int) -> Message:
+    try:
+        async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+            return await receive()
+    except TimeoutError:
+        raise inference.stalled(received) from None
 
 
 async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

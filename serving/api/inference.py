@@ -11,6 +11,7 @@ words the error), and answers are serialised once.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -19,14 +20,32 @@ from fastapi.responses import Response
 
 from serving import errors
 from serving.api import responses, schemas
+from serving.catalog import quote
 from serving.frontend import Backend
+from serving.settings import BODY_IDLE_TIMEOUT_S
 
-__all__ = ["ENDPOINTS", "MAX_BATCH_ITEMS", "answer_batch", "answer_predict", "body_limit", "router"]
+__all__ = [
+    "ENDPOINTS",
+    "MAX_BATCH_ITEMS",
+    "TIMEOUT_HEADER",
+    "answer_batch",
+    "answer_predict",
+    "body_limit",
+    "request_timeout_ms",
+    "router",
+]
 
 router = APIRouter(tags=["inference"])
 MAX_BATCH_ITEMS = 1024
 ENDPOINTS = {"/predict": False, "/predict/trained": True}  # path -> trained models only
 BATCH_ENDPOINT = "/predict/batch"
+TIMEOUT_HEADER = "x-request-timeout-ms"
+TIMEOUT_HEADER_PATTERN = r"^[1-9][0-9]{0,5}(\.[0-9]{1,3})?$"  # 1 to 999999.999 ms
+_TIMEOUT_HEADER = re.compile(TIMEOUT_HEADER_PATTERN)
+ESCAPED_BYTES_PER_CHAR = 12  # the most JSON may spend on one character: a surrogate pair, \ud83d\ude00
+BATCH_ESCAPED_BYTES_PER_CHAR = 6  # a batch's bound: every text at the limit in \uXXXX escapes
+FIELDS_BYTES = 4096  # room for the rest of an item: model names, timeout_ms, spaces
+REFUSAL_PAUSE_MAX_S = 0.25  # a 429 is sent after min(its advice, this): see `_paced`
 
 _PREDICT_BODY = {
     "requestBody": {
@@ -47,9 +66,40 @@ _BATCH_BODY = {
 
 
 def body_limit(backend: Backend, endpoint: str) -> int:
-    """The largest body that could hold valid texts for `endpoint` (escapes and model names included)."""
-    items = MAX_BATCH_ITEMS if endpoint == BATCH_ENDPOINT else 1
-    return items * (4 * backend.catalog.max_text_chars + 1024)
+    """The largest body that could hold valid texts for `endpoint`, counted as clients send them.
+
+    JSON clients escape non-ASCII text by default (`json.dumps`): one character may take 6 bytes
+    (\\uXXXX) or 12 (an emoji's surrogate pair), so a body of one text may hold 12 bytes per allowed
+    character. A /predict/batch body may hold MAX_BATCH_ITEMS texts at the limit in 6-byte escapes
+    (about 124 MB at 20,000 characters); longer lists of emoji must travel as raw UTF-8 or split.
+    The text's own limit (characters) is checked once the body is parsed.
+    """
+    chars = backend.catalog.max_text_chars
+    if endpoint == BATCH_ENDPOINT:
+        return MAX_BATCH_ITEMS * (BATCH_ESCAPED_BYTES_PER_CHAR * chars + FIELDS_BYTES)
+    return ESCAPED_BYTES_PER_CHAR * chars + FIELDS_BYTES
+
+
+def request_timeout_ms(header: str | bytes | None, default_ms: float | None) -> float | None:
+    """The deadline a request asks for with X-Request-Timeout-Ms, within the pod's default; 422 for a
+    value that is not a positive number of milliseconds."""
+    if header is None:
+        return default_ms
+    raw = header.decode("latin-1") if isinstance(header, bytes) else header
+    if not _TIMEOUT_HEADER.match(raw):
+        raise errors.InvalidInput(
+            f"X-Request-Timeout-Ms must be milliseconds from 1 to 999999.999 (at most 3 decimals), "
+            f"got {quote(raw)}"
+        )
+    value = float(raw)
+    return value if default_ms is None else min(value, default_ms)
+
+
+def _seconds_left(started: float, *limits_ms: float | None) -> float | None:
+    chosen = [limit for limit in limits_ms if limit is not None]
+    if not chosen:
+        return None
+    return max(min(chosen) / 1000.0 - (time.perf_counter() - started), 0.0)
 
 
 def too_large(size: int | str, limit: int) -> errors.TextTooLong:
@@ -62,6 +112,8 @@ def _outcome(exc: BaseException) -> str:
         return "rejected"
     if status == 503:
         return "unavailable"
+    if status == 504:
+        return "expired"
     return "invalid" if status < 500 else "error"
 
 
@@ -77,14 +129,36 @@ def _predictions(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def answer_predict(backend: Backend, raw: bytes, endpoint: str) -> bytes:
-    """The JSON answer to one /predict or /predict/trained body."""
+async def _paced(exc: errors.QueueFull) -> errors.QueueFull:
+    """The refusal, sent after part of the wait it advises (at most REFUSAL_PAUSE_MAX_S); the advice
+    left is what the answer carries.
+
+    A client that ignores Retry-After and retries at once is thereby slowed to one try per pause: a
+    storm of 128 such clients costs a few hundred refusals a second, not thousands, and the model
+    keeps the CPU. The pause holds only a timer and the idle connection.
+    """
+    pause = min(exc.retry_after_s, REFUSAL_PAUSE_MAX_S)
+    await asyncio.sleep(pause)
+    left = exc.retry_after_s - pause
+    extra = {**exc.extra, "retry_after_ms": round(left * 1000.0, 1)}
+    return errors.QueueFull(exc.message, retry_after_s=left, **extra)
+
+
+async def answer_predict(
+    backend: Backend, raw: bytes, endpoint: str, timeout_ms: float | None = None
+) -> bytes:
+    """The JSON answer to one /predict or /predict/trained body; `timeout_ms` is the deadline the
+    header and the pod's default allow (the body's timeout_ms may shorten it)."""
     started = time.perf_counter()
     names: list[str] = []  # only names the pod serves label the metrics, never a client's typo
     try:
-        text, models = schemas.parse_predict(schemas.parse_json(raw))
+        text, models, own_timeout_ms = schemas.parse_predict(schemas.parse_json(raw))
         names = backend.catalog.resolve(models, trained_only=ENDPOINTS[endpoint])
-        results = await backend.predict(text, names)
+        timeout_s = _seconds_left(started, timeout_ms, own_timeout_ms)
+        results = await backend.predict(text, names, timeout_s=timeout_s)
+    except errors.QueueFull as exc:
+        backend.record(endpoint, {name: "rejected" for name in names}, time.perf_counter() - started)
+        raise await _paced(exc) from None
     except errors.CarpoolError as exc:
         outcome = _outcome(exc)
         backend.record(endpoint, {name: outcome for name in names or ["-"]}, time.perf_counter() - started)
@@ -96,10 +170,11 @@ async def answer_predict(backend: Backend, raw: bytes, endpoint: str) -> bytes:
     )
 
 
-async def answer_batch(backend: Backend, raw: bytes) -> bytes:
+async def answer_batch(backend: Backend, raw: bytes, timeout_ms: float | None = None) -> bytes:
     """A JSON list of /predict bodies → results in the same order, each with its own error if any.
 
-    Items are queued as room appears, so a list longer than max_queue_size is served whole.
+    Items are queued as room appears, in the bulk lane, so a list longer than max_queue_size is
+    served whole. `timeout_ms` (header and default) bounds every item; an item's own may shorten it.
     """
     started = time.perf_counter()
     data = schemas.parse_json(raw)
@@ -114,10 +189,11 @@ async def answer_batch(backend: Backend, raw: bytes) -> bytes:
 
     async def one(index: int, item: Any) -> dict[str, Any]:
         try:
-            text, models = schemas.parse_predict(item, prefix=f"[{index}]")
+            text, models, own_timeout_ms = schemas.parse_predict(item, prefix=f"[{index}]")
             names = backend.catalog.resolve(models)
             item_started = time.perf_counter()
-            results = await backend.predict(text, names, wait_for_room=True)
+            timeout_s = _seconds_left(started, timeout_ms, own_timeout_ms)
+            results = await backend.predict(text, names, wait_for_room=True, timeout_s=timeout_s, bulk=True)
         except errors.CarpoolError as exc:
             error: dict[str, Any] = {"status": errors.status_for(exc), **exc.body()}
             return {"index": index, "ok": False, "error": error}
@@ -148,16 +224,41 @@ def _backend(request: Request) -> Backend:
     return backend
 
 
-async def _read(request: Request, endpoint: str) -> bytes:
-    """The body, refused with 413 when it could not hold valid texts."""
-    limit = body_limit(_backend(request), endpoint)
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (declared or streamed), and with
+    408 when it stalls for BODY_IDLE_TIMEOUT_S."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(declared, limit)
-    raw = await request.body()
-    if len(raw) > limit:
-        raise too_large(len(raw), limit)
-    return raw
+    chunks = bytearray()
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            return bytes(chunks)
+        except TimeoutError:
+            raise stalled(len(chunks)) from None
+        chunks += chunk
+        if len(chunks) > limit:
+            raise too_large(f"more than {limit}", limit)
+
+
+def stalled(received: int) -> errors.RequestTimeout:
+    return errors.RequestTimeout(
+        f"the request body stalled: nothing arrived for {BODY_IDLE_TIMEOUT_S:g} s after {received} bytes"
+    )
+
+
+async def _read(request: Request, endpoint: str) -> bytes:
+    """The body, refused with 413 when it could not hold valid texts."""
+    return await read_body(request, body_limit(_backend(request), endpoint))
+
+
+def _timeout(request: Request) -> float | None:
+    default: float | None = request.app.state.settings.request_timeout_ms
+    return request_timeout_ms(request.headers.get(TIMEOUT_HEADER), default)
 
 
 def _json(body: bytes) -> Response:
@@ -167,17 +268,20 @@ def _json(body: bytes) -> Response:
 @router.post("/predict", openapi_extra=_PREDICT_BODY, summary="Classify one text with one or more models")
 async def predict(request: Request) -> Response:
     """`{"text": str, "models": [str]}` → one prediction per model (label, score, probabilities)."""
-    return _json(await answer_predict(_backend(request), await _read(request, "/predict"), "/predict"))
+    raw = await _read(request, "/predict")
+    return _json(await answer_predict(_backend(request), raw, "/predict", _timeout(request)))
 
 
 @router.post("/predict/trained", openapi_extra=_PREDICT_BODY, summary="Classify with trained models only")
 async def predict_trained(request: Request) -> Response:
     """The same as /predict, for `*_trained` models only."""
     endpoint = "/predict/trained"
-    return _json(await answer_predict(_backend(request), await _read(request, endpoint), endpoint))
+    raw = await _read(request, endpoint)
+    return _json(await answer_predict(_backend(request), raw, endpoint, _timeout(request)))
 
 
 @router.post("/predict/batch", openapi_extra=_BATCH_BODY, summary="Classify a list of /predict requests")
 async def predict_batch(request: Request) -> Response:
     """A JSON list of /predict bodies → results in the same order, each with its own error if any."""
-    return _json(await answer_batch(_backend(request), await _read(request, BATCH_ENDPOINT)))
+    raw = await _read(request, BATCH_ENDPOINT)
+    return _json(await answer_batch(_backend(request), raw, _timeout(request)))

@@ -5,12 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from serving import errors
+from serving.catalog import quote
 from serving.settings import Strategy
 
-__all__ = ["ConfigureRequest", "PredictRequest", "parse_json", "parse_predict", "validation_message"]
+__all__ = [
+    "MAX_TIMEOUT_MS",
+    "ConfigureRequest",
+    "PredictRequest",
+    "parse_json",
+    "parse_predict",
+    "validation_message",
+]
+
+MAX_TIMEOUT_MS = 3_600_000
 
 
 class PredictRequest(BaseModel):
@@ -18,11 +28,20 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(description="The text to classify.")
+    text: str = Field(min_length=1, description="The text to classify.")
     models: list[str] | None = Field(
         None,
         description="Models to ask; default: every base model (/predict) "
         "or every trained one (/predict/trained).",
+    )
+    timeout_ms: float | None = Field(
+        None,
+        strict=True,
+        gt=0,
+        le=MAX_TIMEOUT_MS,
+        description="Deadline in milliseconds from arrival: a request still queued then is answered 504 "
+        "without reaching the model. Shortens the pod's CARPOOL_REQUEST_TIMEOUT_MS, never lengthens it. "
+        "The header X-Request-Timeout-Ms does the same.",
     )
 
 
@@ -31,14 +50,16 @@ class ConfigureRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enable: bool | None = None
+    # Strict: true is not 1, "16" is not 16, "yes" is not true (the env vars are parsed leniently,
+    # as text; a JSON client says what it means).
+    enable: StrictBool | None = None
     strategy: Strategy | None = None
-    max_batch_size: int | None = None
-    max_wait_time_ms: float | None = None
-    min_batch_size: int | None = None
-    max_queue_size: int | None = None
-    load_threshold: float | None = None
-    latency_threshold_ms: float | None = None
+    max_batch_size: StrictInt | None = None
+    max_wait_time_ms: float | None = Field(None, strict=True)
+    min_batch_size: StrictInt | None = None
+    max_queue_size: StrictInt | None = None
+    load_threshold: float | None = Field(None, strict=True)
+    latency_threshold_ms: float | None = Field(None, strict=True)
 
 
 def validation_message(exc: ValidationError, prefix: str = "") -> str:
@@ -46,7 +67,7 @@ def validation_message(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for error in exc.errors(include_url=False):
         where = ".".join(str(p) for p in (*((prefix,) if prefix else ()), *error["loc"]))
-        value = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+        value = "" if error["type"] == "missing" else f" (got {quote(error.get('input'))})"
         parts.append(f"{where or 'body'}: {error['msg']}{value}")
     return "; ".join(parts)
 
@@ -58,14 +79,15 @@ def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise errors.MalformedBody(f"malformed JSON: {exc}") from None
+        raise errors.MalformedBody(f"malformed JSON: {exc}") from None  # orjson never quotes the input
 
 
 _PREDICT_FIELDS = frozenset(PredictRequest.model_fields)
 
 
-def parse_predict(data: Any, prefix: str = "") -> tuple[str, list[str] | None]:
-    """The text and model names of a /predict body from parsed JSON; 422 naming the bad field.
+def parse_predict(data: Any, prefix: str = "") -> tuple[str, list[str] | None, float | None]:
+    """The text, model names and timeout_ms of a /predict body from parsed JSON; 422 naming the
+    bad field.
 
     A well-formed body is checked by hand (a few hundred nanoseconds, the hot path); anything else
     goes through `PredictRequest` for a message that names the field and the value.
@@ -73,10 +95,13 @@ def parse_predict(data: Any, prefix: str = "") -> tuple[str, list[str] | None]:
     if type(data) is dict and data.keys() <= _PREDICT_FIELDS:
         text = data.get("text")
         models = data.get("models")
-        if type(text) is str and (
-            models is None or (type(models) is list and all(type(name) is str for name in models))
+        timeout = data.get("timeout_ms")
+        if (
+            type(text) is str  # "" is refused as EmptyText by the catalog, as blank texts are
+            and (models is None or (type(models) is list and all(type(name) is str for name in models)))
+            and (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_MS))
         ):
-            return text, models
+            return text, models, timeout
     if not isinstance(data, dict):
         raise errors.InvalidInput(
             f'{prefix or "body"}: expected a JSON object like {{"text": "...", "models": [...]}}, '
@@ -86,4 +111,4 @@ def parse_predict(data: Any, prefix: str = "") -> tuple[str, list[str] | None]:
         body = PredictRequest.model_validate(data)
     except ValidationError as exc:
         raise errors.InvalidInput(validation_message(exc, prefix)) from None
-    return body.text, body.models
+    return body.text, body.models, body.timeout_ms

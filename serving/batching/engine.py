@@ -16,6 +16,13 @@ busy without competing with it. So each model gets:
   are resolved only if still pending (a caller may have gone away); cancelled ones are dropped
   before the model runs.
 
+Deadlines and lanes. A request may carry a timeout: a timer answers it 504 (`DeadlineExceeded`,
+with the time it waited) and takes it out of the queue if its batch has not left by then, so an
+expired request never reaches the model. Requests come in two lanes (`pending.INTERACTIVE`,
+`pending.BULK`): bulk ones may fill the queue only to `bulk_limit()` (a quarter of it stays for
+interactive requests, so under overload bulk is refused, or kept waiting for room, first), and
+the policy fills batches from the interactive lane first without starving bulk (`policies.lanes`).
+
 If a batch raises, its items are retried one by one on the model thread, so one bad item fails
 alone and its neighbours still get their results. Scheduling uses the loop clock (`loop.time()`,
 so deadlines line up with `call_at`); measurements use `time.perf_counter()`, because uvloop's
@@ -34,7 +41,7 @@ from typing import Any, Protocol
 
 from serving import errors
 from serving.batching import cost, policies
-from serving.batching.pending import Pending
+from serving.batching.pending import BULK, INTERACTIVE, Pending
 from serving.batching.stats import EngineStats
 from serving.models.base import Encoded, Model, Prediction
 from serving.settings import BatchingConfig, Strategy
@@ -96,6 +103,7 @@ class BatchEngine:
         self._draining = False
         self._hurry = False  # set at shutdown: no batch is held back, requests are still taken
         self._last_arrival: float | None = None
+        self._bulk_passed = 0  # batches in a row that left without bulk while bulk waited
         self.stats = EngineStats(0.0)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -174,56 +182,125 @@ class BatchEngine:
     def queue_size(self) -> int:
         return len(self._queue)
 
-    def submit(self, text: str) -> asyncio.Future[Prediction]:
-        """Queue one text; the returned future resolves to its prediction or its own error."""
-        self._admit()
-        return self._enqueue(self.model.encode(text))
+    def submit(
+        self, text: str, *, timeout_s: float | None = None, lane: int = INTERACTIVE
+    ) -> asyncio.Future[Prediction]:
+        """Queue one text; the returned future resolves to its prediction or its own error.
 
-    def submit_encoded(self, item: Encoded) -> asyncio.Future[Prediction]:
+        `timeout_s`: answered 504 if its batch has not left by then. `lane`: INTERACTIVE or BULK.
+        """
+        self._admit(lane)
+        return self._enqueue(self.model.encode(text), timeout_s, lane)
+
+    def submit_encoded(
+        self, item: Encoded, *, timeout_s: float | None = None, lane: int = INTERACTIVE
+    ) -> asyncio.Future[Prediction]:
         """Queue a text already tokenized by this model's encoder (in an HTTP worker)."""
-        self._admit()
-        return self._enqueue(item)
+        self._admit(lane)
+        return self._enqueue(item, timeout_s, lane)
 
-    def _admit(self) -> None:
-        """Raise 503 unless ready, 429 when the queue is full."""
+    def bulk_limit(self) -> int:
+        """How many requests may wait before bulk ones are refused: a quarter stays interactive."""
+        size = self.config.max_queue_size
+        return size - size // 4
+
+    def _admit(self, lane: int = INTERACTIVE) -> None:
+        """Raise 503 unless ready, 429 when the queue is full (for bulk: at `bulk_limit()`)."""
         if self.state is not EngineState.READY or self._loop is None:
             raise errors.ModelNotReady(
                 f"model {self.name!r} is {self.state.value}" + (f": {self.error}" if self.error else ""),
                 model=self.name,
             )
-        if len(self._queue) >= self.config.max_queue_size:
+        limit = self.config.max_queue_size if lane == INTERACTIVE else self.bulk_limit()
+        if len(self._queue) >= limit:
             self.stats.overflow += 1
+            retry_after = self.retry_after_s()
             raise errors.QueueFull(
                 f"model {self.name!r} has {len(self._queue)} requests waiting "
                 f"(max_queue_size {self.config.max_queue_size}); retry shortly",
-                retry_after_s=self._retry_after_s(),
+                retry_after_s=retry_after,
                 model=self.name,
+                retry_after_ms=round(retry_after * 1000.0, 1),
             )
 
-    def _enqueue(self, item: Encoded) -> asyncio.Future[Prediction]:
-        assert self._loop is not None
-        now = self._loop.time()
-        future: asyncio.Future[Prediction] = self._loop.create_future()
-        self._queue.append(Pending(item, future, now, item.tokens, time.perf_counter()))
-        self.stats.on_arrival(time.perf_counter(), len(self._queue))
+    def _enqueue(self, item: Encoded, timeout_s: float | None, lane: int) -> asyncio.Future[Prediction]:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        future: asyncio.Future[Prediction] = loop.create_future()
+        pending = Pending(item, future, now, item.tokens, time.perf_counter(), lane=lane)
+        if timeout_s is not None:
+            pending.deadline = now + timeout_s
+            pending.expiry = loop.call_at(pending.deadline, self._expire, pending, timeout_s)
+        self._queue.append(pending)
+        self.stats.on_arrival(pending.measured_at, len(self._queue))
         self._last_arrival = now
         self._wake.set()
         return future
 
-    async def put(self, text: str) -> asyncio.Future[Prediction]:
+    def _expire(self, pending: Pending, timeout_s: float) -> None:
+        """A queued request's deadline passed before its batch left: out of the queue, 504."""
+        pending.expiry = None
+        if pending.future.done():
+            return
+        try:
+            self._queue.remove(pending)
+        except ValueError:  # already on the model thread: it is answered
+            return
+        self.stats.expired += 1
+        self._room.set()
+        waited_ms = round((time.perf_counter() - pending.measured_at) * 1000.0, 1)
+        pending.future.set_exception(
+            errors.DeadlineExceeded(
+                f"the request waited {waited_ms:g} ms in model {self.name!r}'s queue, past its deadline "
+                f"of {timeout_s * 1000.0:g} ms; it was dropped before reaching the model",
+                model=self.name,
+                waited_ms=waited_ms,
+                timeout_ms=round(timeout_s * 1000.0, 1),
+            )
+        )
+
+    async def put(
+        self, text: str, *, timeout_s: float | None = None, lane: int = BULK
+    ) -> asyncio.Future[Prediction]:
         """Like `submit`, but waits for room in a full queue instead of raising QueueFull.
 
-        For /predict/batch: a list longer than the free room is queued as room appears.
+        For /predict/batch: a list longer than the free room is queued as room appears (its items
+        are BULK: they wait while the queue holds `bulk_limit()`). The deadline counts from now.
         """
-        while self.state is EngineState.READY and len(self._queue) >= self.config.max_queue_size:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        limit = self.bulk_limit() if lane == BULK else self.config.max_queue_size
+        while self.state is EngineState.READY and len(self._queue) >= limit:
             self._room.clear()
-            await self._room.wait()
-        return self.submit(text)
+            if timeout_s is None:
+                await self._room.wait()
+            else:
+                left = started + timeout_s - loop.time()
+                try:
+                    await asyncio.wait_for(self._room.wait(), max(left, 0.0))
+                except TimeoutError:
+                    self.stats.expired += 1
+                    raise errors.DeadlineExceeded(
+                        f"the request waited {timeout_s * 1000.0:g} ms for room in model {self.name!r}'s "
+                        "full queue, its whole deadline; it never reached the model",
+                        model=self.name,
+                        waited_ms=round((loop.time() - started) * 1000.0, 1),
+                        timeout_ms=round(timeout_s * 1000.0, 1),
+                    ) from None
+            limit = self.bulk_limit() if lane == BULK else self.config.max_queue_size
+        left_s = None if timeout_s is None else max(started + timeout_s - loop.time(), 0.0)
+        return self.submit(text, timeout_s=left_s, lane=lane)
 
-    def _retry_after_s(self) -> float:
-        model = self.cost.model
-        per_request = model.estimate(self.config.max_batch_size, 48) / self.config.max_batch_size
-        return max(1.0, len(self._queue) * per_request)
+    def retry_after_s(self) -> float:
+        """When a refused request may expect room: the queue ahead of it at the measured drain rate
+        (the cost model's estimate before any batch ran)."""
+        rate = self.stats.drain_rate
+        queued = len(self._queue) + (self._running[1] if self._running is not None else 0)
+        if rate <= 0.0:
+            model = self.cost.model
+            rate = self.config.max_batch_size / model.estimate(self.config.max_batch_size, 48)
+        return queued / rate
 
     # -- the consumer ----------------------------------------------------------------------------
 
@@ -244,6 +321,7 @@ class BatchEngine:
             latency_p95_s=self.stats.latency_p95(measured),
             typical_wait_s=self.stats.typical_wait_s,
             last_arrival=self._last_arrival,
+            bulk_passed=self._bulk_passed,
         )
 
     async def _consume(self) -> None:
@@ -269,6 +347,9 @@ class BatchEngine:
             if any(p.future.done() for p in queue):
                 kept = [p for p in queue if not p.future.done()]
                 self.stats.cancelled += len(queue) - len(kept)
+                for gone in queue:
+                    if gone.expiry is not None and gone.future.done():
+                        gone.expiry.cancel()
                 self._queue = queue = kept
             if not queue:
                 if self._draining:
@@ -280,7 +361,9 @@ class BatchEngine:
             policy = self._policy
             pick = policy.pick(queue, self.signals(now))
             if not pick.take and (self._draining or self._hurry):
-                pick = policies.Pick(tuple(range(min(len(queue), self.config.max_batch_size))))
+                cap = self.config.max_batch_size
+                view = policies.lanes(queue, cap, self._bulk_passed) or range(len(queue))
+                pick = policies.Pick(tuple(sorted(view[:cap])))
             if not pick.take:
                 self._wake.clear()
                 handle = loop.call_at(pick.wait_until if pick.wait_until is not None else now, self._wake.set)
@@ -291,6 +374,14 @@ class BatchEngine:
             batch = [queue[i] for i in pick.take]
             self._queue = [p for i, p in enumerate(queue) if i not in chosen]
             self._room.set()
+            for pending in batch:
+                if pending.expiry is not None:  # on its way to the model: answered, whatever the time
+                    pending.expiry.cancel()
+                    pending.expiry = None
+            if any(p.lane == BULK for p in batch) or not any(p.lane == BULK for p in self._queue):
+                self._bulk_passed = 0
+            else:
+                self._bulk_passed += 1
             try:
                 await self._run(batch)
             except BaseException:
@@ -377,9 +468,12 @@ class BatchEngine:
         report.update(self.stats.snapshot(now, config.max_batch_size))
         report["queue"] = {
             "size": len(self._queue),
+            "bulk": sum(1 for p in self._queue if p.lane == BULK),
             "peak": self.stats.peak_queue,
             "max": config.max_queue_size,
+            "bulk_limit": self.bulk_limit(),
             "overflow": self.stats.overflow,
+            "drain_rate_rps": round(self.stats.drain_rate, 2),
         }
         model = self.cost.model
         report["cost_model"] = {

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from serving.models.base import Encoded, Prediction
 
-__all__ = ["Pending"]
+__all__ = ["BULK", "INTERACTIVE", "Pending"]
+
+INTERACTIVE = 0  # /predict and /predict/trained: a caller waits for this one answer
+BULK = 1  # /predict/batch: one of many items
 
 
 @dataclass(slots=True, eq=False)
@@ -16,6 +19,8 @@ class Pending:
 
     `enqueued_at` is on the loop clock (policies compare it with deadlines); `measured_at` is
     `time.perf_counter()` at the same moment, for the figures (uvloop's clock ticks in milliseconds).
+    `deadline` (loop clock) is when it is dropped unanswered by the model if still queued; `lane`
+    is INTERACTIVE or BULK; `expiry` is the timer that drops it.
     """
 
     item: Encoded
@@ -23,3 +28,6 @@ class Pending:
     enqueued_at: float
     tokens: int
     measured_at: float = 0.0
+    deadline: float | None = None
+    lane: int = INTERACTIVE
+    expiry: asyncio.TimerHandle | None = None

@@ -14,6 +14,12 @@ says when to look again. Nothing here awaits, sleeps or reads a clock, so every 
   says why. A lone request with nothing else queued always goes at once.
 
 Whichever rule releases a batch, `select()` chooses its riders by estimated cost: see its docstring.
+
+Two lanes (`lanes()`): interactive requests (/predict, /predict/trained) fill batches first; bulk
+ones (/predict/batch items) take the seats left over. Bulk never starves: while bulk requests wait,
+at most BULK_MAX_PASSED batches in a row leave without one; the next batch is anchored on the
+oldest bulk request (it always rides). So a bulk request waits at most BULK_MAX_PASSED + 1 batches
+longer than it would in arrival order.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from serving.batching.cost import CPU_SEED, CostModel
+from serving.batching.pending import BULK
 from serving.settings import BatchingConfig, Strategy
 
 __all__ = [
+    "BULK_MAX_PASSED",
     "Adaptive",
     "AdaptiveController",
     "BatchOptimized",
@@ -36,11 +44,14 @@ __all__ = [
     "Signals",
     "SingleRequest",
     "Waiting",
+    "choose",
     "for_config",
+    "lanes",
     "select",
 ]
 
 AGE_WEIGHT = 28.0  # tokens of padding a rider is worth per typical queue wait it has waited
+BULK_MAX_PASSED = 3  # batches in a row that may leave without a waiting bulk request
 
 
 class Waiting(Protocol):
@@ -61,6 +72,7 @@ class Signals:
     latency_p95_s: float | None = None
     typical_wait_s: float = 0.0  # EWMA of queue waits
     last_arrival: float | None = None
+    bulk_passed: int = 0  # batches in a row that left without a bulk request while one waited
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +92,24 @@ class BatchPolicy(Protocol):
     def pick(self, waiting: Sequence[Waiting], signals: Signals) -> Pick: ...
 
 
+def lanes(waiting: Sequence[Waiting], cap: int, bulk_passed: int = 0) -> list[int] | None:
+    """The indices of `waiting` the next batch may take, its anchor first; None when all may.
+
+    With both lanes waiting: interactive requests, oldest as the anchor, and bulk ones only if the
+    interactive ones leave seats; after BULK_MAX_PASSED batches without bulk, the oldest bulk
+    request anchors the batch and interactive ones fill it.
+    """
+    bulk = [i for i, w in enumerate(waiting) if getattr(w, "lane", 0) == BULK]
+    if not bulk or len(bulk) == len(waiting):
+        return None
+    interactive = [i for i, w in enumerate(waiting) if getattr(w, "lane", 0) != BULK]
+    if bulk_passed >= BULK_MAX_PASSED:
+        return [bulk[0], *interactive, *bulk[1:]]
+    if len(interactive) >= cap:
+        return interactive
+    return [interactive[0], *sorted(interactive[1:] + bulk)]
+
+
 def select(
     waiting: Sequence[Waiting],
     *,
@@ -88,8 +118,35 @@ def select(
     now: float,
     typical_wait_s: float = 0.0,
     age_weight: float = AGE_WEIGHT,
+    bulk_passed: int = 0,
 ) -> tuple[int, ...]:
-    """Choose which waiting requests share the next forward pass.
+    """The riders of the next forward pass: `choose` over the candidates `lanes` allows."""
+    view = lanes(waiting, cap, bulk_passed)
+    if view is None:
+        return choose(
+            waiting, cap=cap, cost=cost, now=now, typical_wait_s=typical_wait_s, age_weight=age_weight
+        )
+    taken = choose(
+        [waiting[i] for i in view],
+        cap=cap,
+        cost=cost,
+        now=now,
+        typical_wait_s=typical_wait_s,
+        age_weight=age_weight,
+    )
+    return tuple(sorted(view[i] for i in taken))
+
+
+def choose(
+    waiting: Sequence[Waiting],
+    *,
+    cap: int,
+    cost: CostModel,
+    now: float,
+    typical_wait_s: float = 0.0,
+    age_weight: float = AGE_WEIGHT,
+) -> tuple[int, ...]:
+    """Choose which waiting requests share the next forward pass; `waiting[0]` is the anchor.
 
     The oldest request always rides: nothing starves. The others are chosen to minimise the batch's
     overhead per request, ``(fixed cost + cost of the padding - age credit) / batch size``:
@@ -149,7 +206,10 @@ class SingleRequest:
     """Every request runs its own forward pass, in arrival order, without waiting."""
 
     def pick(self, waiting: Sequence[Waiting], signals: Signals) -> Pick:
-        return Pick((0,)) if waiting else Pick()
+        if not waiting:
+            return Pick()
+        view = lanes(waiting, 1, signals.bulk_passed)
+        return Pick((0,) if view is None else (view[0],))
 
 
 @dataclass(slots=True)
@@ -182,6 +242,7 @@ class BatchOptimized:
             cost=self.cost,
             now=signals.now,
             typical_wait_s=signals.typical_wait_s,
+            bulk_passed=signals.bulk_passed,
         )
 
 
@@ -240,6 +301,7 @@ class Adaptive:
             cost=self.cost,
             now=signals.now,
             typical_wait_s=signals.typical_wait_s,
+            bulk_passed=signals.bulk_passed,
         )
         if n == 1 or self.mode is Mode.AT_ONCE or n >= self.max_batch_size:
             return Pick(take)

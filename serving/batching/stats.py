@@ -19,6 +19,8 @@ BUSY_WINDOW_S = 1.0  # model-thread busy fraction over this span
 THROUGHPUT_WINDOW_S = 10.0
 P95_REFRESH_S = 0.1
 WAIT_EWMA = 0.02
+DRAIN_EWMA = 0.2
+BACK_TO_BACK_S = 0.005  # a batch starting this soon after the previous one ended: the model is busy
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -45,6 +47,9 @@ class EngineStats:
         self.failed = 0
         self.overflow = 0
         self.cancelled = 0
+        self.expired = 0
+        self.drain_rate = 0.0  # requests per second the model clears while busy (EWMA over batches)
+        self._last_done: float | None = None
         self.peak_queue = 0
         self.typical_wait_s = 0.0
         self._latencies: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (done_at, seconds)
@@ -64,6 +69,15 @@ class EngineStats:
 
     def on_batch(self, started: float, done: float, waits: list[float], padded_len: int, tokens: int) -> None:
         size = len(waits)
+        last = self._last_done
+        # Busy back to back, a batch's share of time runs from the previous batch's end (hand-offs
+        # included); after an idle spell, from its own start.
+        begin = last if last is not None and started - last < BACK_TO_BACK_S else started
+        sample = size / max(done - begin, 1e-6)
+        self.drain_rate = (
+            sample if self.drain_rate == 0.0 else self.drain_rate + DRAIN_EWMA * (sample - self.drain_rate)
+        )
+        self._last_done = done
         self._batches.append(_Batch(done, size, padded_len, tokens, done - started))
         self._busy.append((started, done))
         self._waits.extend(waits)
@@ -116,6 +130,7 @@ class EngineStats:
                 "failed": self.failed,
                 "rejected_queue_full": self.overflow,
                 "cancelled": self.cancelled,
+                "expired": self.expired,
             },
             "throughput_rps": round(len(recent) / span, 2),
             "arrival_rate_rps": round(self.arrival_rate(now), 2),

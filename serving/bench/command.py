@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from serving import settings
-from serving.bench import loadgen, plot, reference, report, rounds, runner, server, texts, tiny, v2
+from serving.bench import loadgen, modes, plot, reference, report, rounds, runner, server, texts, tiny, v2
 
 __all__ = ["build_parser", "main"]
 
@@ -170,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Protocol, which also drives a Triton, PyTriton or KServe model as it is served",
     )
     parser.add_argument("--output", type=Path, default=Path("bench-results"), help="folder for the results")
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="instead of the grid: --clients (128) storm a queue of 8 ignoring Retry-After, then honouring "
+        "it, then storm a queue of 256; status shares, goodput, Retry-After accuracy, probes",
+    )
+    parser.add_argument(
+        "--soak", type=_positive, metavar="MINUTES", help="instead of the grid: --clients (16) for MINUTES"
+    )
+    parser.add_argument("--clients", type=int, help="clients of --overload (128) or --soak (16)")
+    parser.add_argument("--pid", type=int, help="the pod's PID, for --soak's memory without --spawn")
     return parser
 
 
@@ -290,6 +301,8 @@ def _bench(args: argparse.Namespace) -> int:
         raise server.BenchError("--max-batch-size and --texts must be >= 1")
     corpus, source = _corpus(args)
     args.output.mkdir(parents=True, exist_ok=True)
+    if args.overload or args.soak:
+        return modes.run(args, model, corpus, _say)
     if not args.spawn:
         return _run(args, args.url, model, given, corpus, source, None)
     if model == tiny.TINY_MODEL and given is None:

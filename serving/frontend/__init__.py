@@ -25,9 +25,16 @@ class Backend(Protocol):
     metrics_enabled: bool
 
     async def predict(
-        self, text: str, names: Sequence[str], *, wait_for_room: bool = False
+        self,
+        text: str,
+        names: Sequence[str],
+        *,
+        wait_for_room: bool = False,
+        timeout_s: float | None = None,
+        bulk: bool = False,
     ) -> dict[str, tuple[Prediction, float]]:
-        """One prediction per model and its latency in seconds (see `ModelPool.predict`)."""
+        """One prediction per model and its latency in seconds (see `ModelPool.predict`): 504 past
+        `timeout_s` before the model; `bulk` puts it in the bulk lane."""
         ...
 
     def record(self, endpoint: str, outcomes: Mapping[str, str], seconds: float) -> None:

@@ -133,18 +133,25 @@ class _Link(asyncio.Protocol):
     # -- predictions -----------------------------------------------------------------------------
 
     def _predict(
-        self, rid: int, text: str, names: tuple[str, ...], wait_for_room: bool, ids: list[int] | None
+        self,
+        rid: int,
+        text: str,
+        names: tuple[str, ...],
+        wait_for_room: bool,
+        ids: list[int] | None,
+        timeout_s: float | None = None,
+        bulk: bool = False,
     ) -> None:
         if len(names) == 1 and not wait_for_room:
             try:
-                future = self.hub.pool.submit(names[0], text, ids)
+                future = self.hub.pool.submit(names[0], text, ids, timeout_s=timeout_s, bulk=bulk)
             except errors.CarpoolError as exc:
                 self.outbox.put((wire.FAILED, rid, wire.error_to_wire(exc)))
                 return
             started = time.perf_counter()
             future.add_done_callback(lambda done: self._answer_one(rid, names[0], started, done))
         else:
-            self.hub.spawn(self._predict_many(rid, text, names, wait_for_room))
+            self.hub.spawn(self._predict_many(rid, text, names, wait_for_room, timeout_s, bulk))
 
     def _answer_one(self, rid: int, name: str, started: float, future: asyncio.Future[Prediction]) -> None:
         if future.cancelled():
@@ -159,9 +166,19 @@ class _Link(asyncio.Protocol):
             error = error_or_none
         self.outbox.put((wire.FAILED, rid, wire.error_to_wire(_as_carpool_error(error))))
 
-    async def _predict_many(self, rid: int, text: str, names: tuple[str, ...], wait_for_room: bool) -> None:
+    async def _predict_many(
+        self,
+        rid: int,
+        text: str,
+        names: tuple[str, ...],
+        wait_for_room: bool,
+        timeout_s: float | None,
+        bulk: bool,
+    ) -> None:
         try:
-            results = await self.hub.pool.predict(text, names, wait_for_room=wait_for_room)
+            results = await self.hub.pool.predict(
+                text, names, wait_for_room=wait_for_room, timeout_s=timeout_s, bulk=bulk
+            )
         except Exception as exc:
             self.outbox.put((wire.FAILED, rid, wire.error_to_wire(_as_carpool_error(exc))))
             return

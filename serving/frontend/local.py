@@ -19,9 +19,17 @@ class LocalBackend:
         self.metrics_enabled = pool.metrics.enabled
 
     async def predict(
-        self, text: str, names: Sequence[str], *, wait_for_room: bool = False
+        self,
+        text: str,
+        names: Sequence[str],
+        *,
+        wait_for_room: bool = False,
+        timeout_s: float | None = None,
+        bulk: bool = False,
     ) -> dict[str, tuple[Prediction, float]]:
-        return await self.pool.predict(text, names, wait_for_room=wait_for_room)
+        return await self.pool.predict(
+            text, names, wait_for_room=wait_for_room, timeout_s=timeout_s, bulk=bulk
+        )
 
     def record(self, endpoint: str, outcomes: Mapping[str, str], seconds: float) -> None:
         self.pool.metrics.on_request(endpoint, outcomes, seconds)

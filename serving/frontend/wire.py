@@ -7,8 +7,12 @@ results costs the model process one write and the worker one read, not 32.
 Messages are plain tuples whose first item says what they are:
 
     worker -> model process
-      (PREDICT, rid, text, names, wait_for_room, ids) one text for one or more models; `ids` are its
-                                                      tokens when the worker has the model's encoder
+      (PREDICT, rid, text, names, wait_for_room, ids, timeout_s, bulk)
+                                                      one text for one or more models; `ids` are its
+                                                      tokens when the worker has the model's encoder;
+                                                      `timeout_s` the time left to its deadline when
+                                                      sent (None: none), `bulk` its lane. The last two
+                                                      may be left out (no deadline, interactive).
       (CALL, rid, method, argument)                   configure, stats, health, status, metrics
       (RECORD, endpoint, outcomes, seconds)           one answered request, for the metrics
     model process -> worker
@@ -135,5 +139,5 @@ def error_from_wire(wire: tuple[str, str, dict[str, Any], float | None]) -> erro
     if not (isinstance(cls, type) and issubclass(cls, errors.CarpoolError)):
         cls = errors.CarpoolError
     if cls is errors.QueueFull:
-        return errors.QueueFull(message, retry_after_s=retry_after or 1.0, **extra)
+        return errors.QueueFull(message, retry_after_s=1.0 if retry_after is None else retry_after, **extra)
     return cls(message, **extra)

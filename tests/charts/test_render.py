@@ -110,6 +110,13 @@ def test_probes_call_the_kopf_health_endpoint_the_operator_is_started_with(value
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
+def test_the_operator_pauses_before_sigterm_within_its_grace_period() -> None:
+    deployment = rendering.one(rendering.rendered(rendering.DEFAULT), "Deployment")
+    container = rendering.operator_container(rendering.rendered(rendering.DEFAULT))
+    assert container["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "5"]}}
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 45
+
+
 def test_one_operator_runs_at_a_time() -> None:
     deployment = rendering.one(rendering.rendered(rendering.DEFAULT), "Deployment")
     # Two operators would push configs and scale the same policies against each other.

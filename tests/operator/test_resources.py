@@ -115,6 +115,17 @@ def test_the_deployment_runs_carpool_serve_as_the_guide_configures_it() -> None:
         assert serving[probe]["httpGet"] == {"path": "/livez", "port": "http"}
 
 
+def test_a_serving_pod_is_taken_out_of_its_service_before_it_drains_within_its_grace_period() -> None:
+    built = deployment(policy(models=[{"name": "a", "path": "/m/a"}], serving=MODELS_VOLUME))
+    pause = serving_settings.PRESTOP_PAUSE_S
+    assert container(built)["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", str(pause)]}}
+    grace = built["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    # The pause, then SIGTERM: held batches leave at once, stalled bodies end at their idle timeout,
+    # and whatever a worker still holds is cut at the drain bound, all before Kubernetes' SIGKILL.
+    assert grace > pause + serving_settings.DRAIN_BOUND_S
+    assert serving_settings.BODY_IDLE_TIMEOUT_S < serving_settings.DRAIN_BOUND_S
+
+
 def test_the_batching_config_is_not_in_the_pod_template() -> None:
     """A change to strategy, batching or adaptive must not roll the pods."""
     before = deployment(policy(strategy="adaptive"))

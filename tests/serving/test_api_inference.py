@@ -234,7 +234,7 @@ async def test_a_batch_longer_than_the_queue_is_served_whole(served: Served) -> 
 
 
 async def test_a_body_too_large_for_any_valid_request_is_a_413_before_parsing(served: Served) -> None:
-    raw = b'{"text": "' + b"a" * 5000 + b'"}'  # the text limit here is 200 characters
+    raw = b'{"text": "' + b"a" * 8000 + b'"}'  # the text limit here is 200 characters
     response = await served.client.post("/predict", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 413
-    assert "request body of 5012 bytes is above this endpoint's 1824" in response.json()["detail"]
+    assert "request body of 8012 bytes is above this endpoint's 6496" in response.json()["detail"]

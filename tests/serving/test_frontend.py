@@ -14,7 +14,7 @@ import pytest
 from serving import errors
 from serving.frontend import wire
 from serving.frontend.hub import Hub
-from serving.frontend.remote import RemotePool, handshake
+from serving.frontend.remote import FULL_HOLD_S, RemotePool, handshake
 from serving.metrics import Metrics
 from serving.models.fake import EchoModel
 from serving.pool import ModelPool
@@ -90,7 +90,7 @@ async def test_a_full_queue_is_a_429_with_the_model_processs_retry_after(pod: Po
     await asyncio.sleep(0.05)
     with pytest.raises(errors.QueueFull) as refused:
         await pod.workers[1].predict("two", ["echo"])
-    assert refused.value.retry_after_s >= 1.0
+    assert refused.value.retry_after_s > 0  # the model process's estimate crossed the socket
     await pod.workers[2].configure({"max_queue_size": 8, "max_wait_time_ms": 1, "min_batch_size": 1})
     assert (await first)["echo"][0].label == "one"
 
@@ -158,3 +158,41 @@ def test_frames_split_anywhere_arrive_whole_and_in_order() -> None:
     for cut in range(0, len(stream), 7):
         reader.feed(stream[cut : cut + 7])
     assert got == [(1, "a"), (2, "b" * 5000), (3, None)]
+
+
+async def test_a_deadline_and_a_lane_cross_to_the_model_process(pod: Pod) -> None:
+    await pod.workers[0].configure({"max_wait_time_ms": 60_000, "min_batch_size": 2, "max_queue_size": 8})
+    engine = pod.pool.served["echo"].engine
+    try:
+        with pytest.raises(errors.DeadlineExceeded) as expired:
+            await pod.workers[1].predict("late", ["echo"], timeout_s=0.05)
+        assert expired.value.extra["timeout_ms"] == 50 and expired.value.extra["waited_ms"] >= 50
+        with pytest.raises(errors.DeadlineExceeded):  # fanned out to two models, through a task
+            await pod.workers[1].predict("late too", ["echo", "other"], timeout_s=0.05)
+        held = asyncio.ensure_future(pod.workers[2].predict("bulk", ["echo"], wait_for_room=True, bulk=True))
+        await asyncio.sleep(0.05)
+        assert engine.describe()["queue"]["bulk"] == 1
+    finally:
+        await pod.workers[0].configure({"max_wait_time_ms": 2, "min_batch_size": 1})
+    assert (await held)["echo"][0].label == "bulk"
+    assert engine.stats.expired == 2
+
+
+async def test_a_worker_refuses_a_full_model_itself_until_room_appears(pod: Pod) -> None:
+    await pod.workers[0].configure({"max_queue_size": 1, "max_wait_time_ms": 60_000, "min_batch_size": 2})
+    engine = pod.pool.served["echo"].engine
+    first = asyncio.ensure_future(pod.workers[0].predict("one", ["echo"]))
+    await asyncio.sleep(0.05)
+    worker = pod.workers[1]
+    for _ in range(50):
+        with pytest.raises(errors.QueueFull):
+            await worker.predict("storm", ["echo"])
+    assert engine.stats.overflow == 1  # one refusal crossed; the worker answered the other 49
+    await asyncio.sleep(FULL_HOLD_S)
+    with pytest.raises(errors.QueueFull):  # the hold is over: it asks the model process again
+        await worker.predict("storm", ["echo"])
+    assert engine.stats.overflow == 2
+    await pod.workers[2].configure({"max_queue_size": 8, "max_wait_time_ms": 1, "min_batch_size": 1})
+    assert (await first)["echo"][0].label == "one"
+    await asyncio.sleep(FULL_HOLD_S)  # the other worker's answer does not reach this one: the hold ends it
+    assert (await worker.predict("room again", ["echo"]))["echo"][0].label == "room again"

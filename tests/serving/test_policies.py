@@ -215,3 +215,65 @@ def test_for_config_carries_the_knobs() -> None:
     policy = policies.for_config(config, CPU_SEED)
     assert isinstance(policy, policies.BatchOptimized)
     assert (policy.max_batch_size, policy.max_wait_s, policy.min_batch_size) == (16, 0.025, 3)
+
+
+@dataclass(frozen=True)
+class L:
+    tokens: int
+    enqueued_at: float
+    lane: int
+
+
+def lanes_of(spec: str) -> list[L]:
+    """'ibbi': interactive, bulk, bulk, interactive, in arrival order, all 10 tokens."""
+    return [L(10, i * 0.001, 1 if kind == "b" else 0) for i, kind in enumerate(spec)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "cap", "passed", "expected"),
+    [
+        pytest.param("iiii", 2, 0, None, id="one-lane-interactive"),
+        pytest.param("bbbb", 2, 0, None, id="one-lane-bulk"),
+        pytest.param("bbii", 2, 0, [2, 3], id="interactive-fill-the-seats"),
+        pytest.param("bbii", 4, 0, [2, 0, 1, 3], id="bulk-take-what-is-left"),
+        pytest.param("biib", 1, 2, [1, 2], id="passed-below-the-bound"),
+        pytest.param("biib", 1, 3, [0, 1, 2, 3], id="bound-reached-oldest-bulk-anchors"),
+        pytest.param("iibb", 8, 3, [2, 0, 1, 3], id="bound-reached-bulk-younger"),
+    ],
+)
+def test_lanes(spec: str, cap: int, passed: int, expected: list[int] | None) -> None:
+    assert policies.lanes(lanes_of(spec), cap, passed) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "passed", "expected"),
+    [
+        pytest.param("bbii", 0, (2,), id="interactive-first"),
+        pytest.param("bbii", 3, (0,), id="bulk-after-the-bound"),
+        pytest.param("bb", 0, (0,), id="bulk-alone"),
+    ],
+)
+def test_single_request_serves_interactive_first_within_the_bound(
+    spec: str, passed: int, expected: tuple[int, ...]
+) -> None:
+    signals = policies.Signals(now=1.0, bulk_passed=passed)
+    assert policies.SingleRequest().pick(lanes_of(spec), signals).take == expected
+
+
+def test_select_with_both_lanes_fills_interactive_first_and_keeps_its_invariants() -> None:
+    rng = random.Random(11)
+    for _ in range(300):
+        n = rng.randint(2, 40)
+        waiting = [L(rng.randint(3, 64), i * 0.001, rng.randint(0, 1)) for i in range(n)]
+        cap = rng.randint(1, 16)
+        passed = rng.randint(0, 4)
+        taken = policies.select(waiting, cap=cap, cost=CPU_SEED, now=1.0, bulk_passed=passed)
+        assert 1 <= len(taken) <= cap and list(taken) == sorted(set(taken))
+        interactive = [i for i, w in enumerate(waiting) if w.lane == 0]
+        bulk = [i for i, w in enumerate(waiting) if w.lane == 1]
+        if interactive and bulk and passed >= policies.BULK_MAX_PASSED:
+            assert bulk[0] in taken  # the bound: the oldest bulk request rides
+        elif interactive:
+            assert interactive[0] in taken  # otherwise the oldest interactive one always does
+            if len(interactive) >= cap:
+                assert not set(taken) & set(bulk)

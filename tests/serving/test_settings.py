@@ -124,3 +124,21 @@ def test_a_bad_worker_count_is_refused_naming_the_variable(value: str) -> None:
 def test_access_logs_are_off_unless_asked_for() -> None:
     assert not ServerSettings.from_env({}).access_log
     assert ServerSettings.from_env({"CARPOOL_ACCESS_LOG": "true"}).access_log
+
+
+@pytest.mark.parametrize("raw", ["s3cret\n", "  s3cret", "\ts3cret \r\n"])
+def test_the_admin_token_is_read_without_surrounding_whitespace(raw: str) -> None:
+    assert ServerSettings.from_env({"CARPOOL_ADMIN_TOKEN": raw}).admin_token == "s3cret"
+
+
+@pytest.mark.parametrize("raw", ["", " ", "\n"])
+def test_an_admin_token_set_but_blank_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="CARPOOL_ADMIN_TOKEN is set but blank"):
+        ServerSettings.from_env({"CARPOOL_ADMIN_TOKEN": raw})
+
+
+def test_the_request_timeout_default_is_read_and_checked() -> None:
+    assert ServerSettings.from_env({}).request_timeout_ms is None
+    assert ServerSettings.from_env({"CARPOOL_REQUEST_TIMEOUT_MS": "1500"}).request_timeout_ms == 1500
+    with pytest.raises(ValueError, match="request_timeout_ms"):
+        ServerSettings.from_env({"CARPOOL_REQUEST_TIMEOUT_MS": "0"})

@@ -47,7 +47,13 @@ def test_snapshot_reports_batches_padding_and_latency() -> None:
         stats.on_result(1.1, latency, ok=True)
     stats.on_result(1.1, 0.3, ok=False)
     report = stats.snapshot(2.0, max_batch_size=8)
-    assert report["requests"] == {"completed": 2, "failed": 1, "rejected_queue_full": 0, "cancelled": 0}
+    assert report["requests"] == {
+        "completed": 2,
+        "failed": 1,
+        "rejected_queue_full": 0,
+        "cancelled": 0,
+        "expired": 0,
+    }
     assert report["avg_batch_size"] == 2 and report["batch_utilization"] == 0.25
     assert report["padding_efficiency"] == 0.75
     assert report["latency_ms"]["p50"] == 100.0 and report["latency_ms"]["p99"] == 200.0

@@ -1,0 +1,323 @@
+"""`carpool bench --overload` and `--soak`: a pod far past its queue, and a pod under load for long.
+
+Overload. Clients many more than the queue holds (128 against a queue of 8) send /predict in a
+closed loop. In the storm they retry a refusal at once, ignoring Retry-After; in the polite run they
+wait what the pod advised (the body's `retry_after_ms`, the header's whole seconds rounded up) and
+the run counts how often the next try got in: the accuracy of the advice. Goodput is answers 200
+per second; the same storm against a queue of 256 (nobody refused) is the reference the storm's
+goodput is compared with. A probe asks /health and /batching/stats every 200 ms throughout and
+reports how slowly and how often they did not answer.
+
+Soak. A closed loop of `clients` for MINUTES, in slices: per slice the throughput, and the resident
+memory of the pod's processes (when the bench spawned it, or was given its PID). The report says
+how much memory grew over the second half and how far throughput drifted from the first slice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from serving.bench import loadgen
+
+__all__ = ["OverloadResult", "SoakSlice", "overload_storm", "soak_summary"]
+
+PROBE_EVERY_S = 0.2
+
+
+@dataclass
+class OverloadResult:
+    """One storm: statuses, goodput, what the advice to retry was worth, and the probes' answers."""
+
+    clients: int
+    window_s: float
+    honour_retry_after: bool
+    statuses: Counter[int] = field(default_factory=Counter)
+    ok_in_window: int = 0
+    advised_s: list[float] = field(default_factory=list)
+    retried_after_advice: int = 0
+    got_in_after_advice: int = 0
+    errors: int = 0
+    probe_latencies_s: list[float] = field(default_factory=list)
+    probe_failures: int = 0
+
+    @property
+    def goodput(self) -> float:
+        return self.ok_in_window / self.window_s
+
+    def summary(self) -> dict[str, Any]:
+        total = sum(self.statuses.values()) or 1
+        probes = sorted(self.probe_latencies_s)
+        advised = sorted(self.advised_s)
+        return {
+            "clients": self.clients,
+            "honour_retry_after": self.honour_retry_after,
+            "goodput_rps": round(self.goodput, 2),
+            "status_shares": {str(code): round(n / total, 4) for code, n in sorted(self.statuses.items())},
+            "requests": total,
+            "transport_errors": self.errors,
+            "retry_after_ms_p50": round(advised[len(advised) // 2] * 1000, 1) if advised else None,
+            "retry_after_accuracy": (
+                round(self.got_in_after_advice / self.retried_after_advice, 4)
+                if self.retried_after_advice
+                else None
+            ),
+            "probe_max_ms": round(probes[-1] * 1000, 1) if probes else None,
+            "probe_p99_ms": round(probes[int(0.99 * (len(probes) - 1))] * 1000, 1) if probes else None,
+            "probe_failures": self.probe_failures,
+        }
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    writer.write(payload)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+async def _client(
+    target: loadgen.Target,
+    requests: Sequence[bytes],
+    offset: int,
+    window: tuple[float, float],
+    result: OverloadResult,
+    timeout_s: float,
+) -> None:
+    start, end = window
+    index = offset
+    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    advised_wait: float | None = None
+    while time.perf_counter() < end:
+        if streams is None:
+            try:
+                streams = await asyncio.open_connection(target.host, target.port)
+            except OSError:
+                result.errors += 1
+                await asyncio.sleep(0.05)
+                continue
+        payload = requests[index % len(requests)]
+        index += 1
+        try:
+            async with asyncio.timeout(timeout_s):
+                status, headers, body = await _exchange(*streams, payload)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+            result.errors += 1
+            streams[1].close()
+            streams = None
+            continue
+        done = time.perf_counter()
+        result.statuses[status] += 1
+        if advised_wait is not None:
+            result.retried_after_advice += 1
+            result.got_in_after_advice += status == 200
+            advised_wait = None
+        if status == 200 and start <= done <= end:
+            result.ok_in_window += 1
+        if headers.get("connection", "").lower() == "close":
+            streams[1].close()
+            streams = None
+        if status == 429:
+            advised = _advised_s(headers, body)
+            result.advised_s.append(advised)
+            if result.honour_retry_after:
+                advised_wait = advised
+                await asyncio.sleep(advised)
+    if streams is not None:
+        streams[1].close()
+
+
+def _advised_s(headers: dict[str, str], body: bytes) -> float:
+    """The pod's advice: the body's retry_after_ms when present, else the Retry-After header."""
+    with contextlib.suppress(ValueError, TypeError):
+        value = json.loads(body).get("retry_after_ms")
+        if isinstance(value, int | float):
+            return float(value) / 1000.0
+    return float(headers.get("retry-after", "1"))
+
+
+async def _probe(base: str, end: float, result: OverloadResult) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, timeout=5.0) as client:
+        while time.perf_counter() < end:
+            for path in ("/health", "/batching/stats"):
+                sent = time.perf_counter()
+                try:
+                    answer = await client.get(path)
+                    if answer.status_code != 200:
+                        result.probe_failures += 1
+                except httpx.HTTPError:
+                    result.probe_failures += 1
+                result.probe_latencies_s.append(time.perf_counter() - sent)
+            await asyncio.sleep(PROBE_EVERY_S)
+
+
+async def overload_storm(
+    url: str,
+    texts: Sequence[str],
+    model: str,
+    *,
+    clients: int = 128,
+    duration_s: float = 10.0,
+    warmup_s: float = 2.0,
+    honour_retry_after: bool = False,
+    timeout_s: float = 30.0,
+) -> OverloadResult:
+    """`clients` closed-loop users against POST /predict, retrying refusals at once or as advised."""
+    target = loadgen.Target.parse(url)
+    requests = loadgen.encode_requests(target, texts, model)
+    result = OverloadResult(clients, duration_s, honour_retry_after)
+    start = time.perf_counter() + warmup_s
+    window = (start, start + duration_s)
+    tasks = [
+        asyncio.create_task(_client(target, requests, i, window, result, timeout_s)) for i in range(clients)
+    ]
+    tasks.append(asyncio.create_task(_probe(url, window[1], result)))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return result
+
+
+def run_storm(storm: Any) -> OverloadResult:
+    """`storm` (an `overload_storm(...)`) on a fresh event loop (uvloop when installed)."""
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        result: OverloadResult = runner.run(storm)
+        return result
+
+
+# -- soak -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SoakSlice:
+    at_s: float
+    throughput_rps: float
+    rss_mb: float | None
+
+
+def soak_slices(
+    url: str,
+    texts: Sequence[str],
+    model: str,
+    *,
+    minutes: float,
+    clients: int,
+    slice_s: float,
+    memory: Callable[[], float | None],
+    progress: Callable[[str], None],
+) -> list[SoakSlice]:
+    """Closed-loop load for `minutes`, measured in slices of `slice_s`; memory read after each."""
+    slices: list[SoakSlice] = []
+    started = time.perf_counter()
+    total_s = minutes * 60.0
+    while time.perf_counter() - started < total_s - 1e-3:
+        length = min(slice_s, total_s - (time.perf_counter() - started))
+        load = loadgen.run_blocking(
+            loadgen.run_load(url, texts, model, concurrency=clients, duration_s=length, warmup_s=0.0)
+        )
+        rss = memory()
+        point = SoakSlice(round(time.perf_counter() - started, 1), round(load.throughput, 2), rss)
+        slices.append(point)
+        progress(
+            f"soak {point.at_s:7.1f} s: {point.throughput_rps:8.1f} req/s"
+            + (f", {rss:7.1f} MB resident" if rss is not None else "")
+            + (f", {load.non_2xx} non-2xx" if load.non_2xx else "")
+        )
+    return slices
+
+
+def soak_summary(slices: Sequence[SoakSlice]) -> dict[str, Any]:
+    """Memory growth over the second half and throughput drift from the first slice to the last."""
+    if not slices:
+        return {"slices": []}
+    half = slices[len(slices) // 2 :]
+    memory = [s.rss_mb for s in half if s.rss_mb is not None]
+    first, last = slices[0].throughput_rps, slices[-1].throughput_rps
+    return {
+        "slices": [s.__dict__ for s in slices],
+        "rss_mb_first": slices[0].rss_mb,
+        "rss_mb_last": slices[-1].rss_mb,
+        "second_half_rss_growth": round(max(memory) / min(memory) - 1, 4) if memory else None,
+        "throughput_drift": round(last / first - 1, 4) if first else None,
+    }
+
+
+def process_tree_rss_mb(pid: int) -> float | None:
+    """Resident memory of a process and its children, in MB (None once it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+        total: float = sum(p.memory_info().rss for p in processes) / 1e6
+        return total
+    except psutil.Error:
+        return None
+
+
+# -- the modes, as `carpool bench` runs them --------------------------------------------------------
+
+
+def run_overload(
+    url: str,
+    admin: Any,
+    corpus: Sequence[str],
+    model: str,
+    *,
+    clients: int,
+    duration_s: float,
+    warmup_s: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The storm on a queue of 8, the polite run on it, and the storm on a queue of 256."""
+    runs: dict[str, Any] = {}
+    plan = [("storm_queue_8", 8, False), ("polite_queue_8", 8, True), ("storm_queue_256", 256, False)]
+    for name, queue, polite in plan:
+        admin.configure({"max_queue_size": queue})
+        result = run_storm(
+            overload_storm(
+                url,
+                corpus,
+                model,
+                clients=clients,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                honour_retry_after=polite,
+            )
+        )
+        runs[name] = result.summary()
+        say(f"{name}: {json.dumps(runs[name])}")
+    reference = runs["storm_queue_256"]["goodput_rps"]
+    runs["goodput_ratio_8_vs_256"] = (
+        round(runs["storm_queue_8"]["goodput_rps"] / reference, 4) if reference else None
+    )
+    say(
+        f"goodput with a queue of 8 / with a queue of 256, {clients} clients ignoring Retry-After: "
+        f"{runs['goodput_ratio_8_vs_256']}"
+    )
+    return runs

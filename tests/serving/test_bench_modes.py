@@ -1,0 +1,72 @@
+"""`carpool bench --overload` and `--soak` against a real `carpool serve` with a tiny BERT."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.bench import command, overload
+from tests.support.pods import ServingPod
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "modes-token"
+
+
+@pytest.fixture(scope="module")
+def pod(tiny_bert: Path) -> Iterator[ServingPod]:
+    env = {"CARPOOL_ADMIN_TOKEN": TOKEN, "CARPOOL_WORKERS": "1", "ENABLE_LOGGING": "false"}
+    with ServingPod(models={"tiny": tiny_bert}, env=env) as running:
+        yield running
+
+
+def test_a_storm_on_a_small_queue_counts_refusals_advice_and_probes(pod: ServingPod) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.post(f"{pod.url}/batching/configure", json={"max_queue_size": 2}, headers=headers)
+    try:
+        storm = overload.run_storm(
+            overload.overload_storm(
+                pod.url, ["one text", "another text"], "tiny", clients=24, duration_s=1.0, warmup_s=0.2
+            )
+        )
+        polite = overload.run_storm(
+            overload.overload_storm(
+                pod.url,
+                ["one text"],
+                "tiny",
+                clients=24,
+                duration_s=1.0,
+                warmup_s=0.2,
+                honour_retry_after=True,
+            )
+        )
+    finally:
+        httpx.post(f"{pod.url}/batching/configure", json={"max_queue_size": 256}, headers=headers)
+    summary = storm.summary()
+    assert storm.statuses[200] > 0 and storm.statuses[429] > 0 and set(storm.statuses) == {200, 429}
+    assert summary["goodput_rps"] > 0 and summary["transport_errors"] == 0
+    assert summary["probe_failures"] == 0 and summary["probe_max_ms"] is not None
+    assert 0 <= summary["retry_after_ms_p50"] < 1000  # what is left of the advice after the pause
+    assert polite.retried_after_advice > 0
+    assert 0 <= polite.summary()["retry_after_accuracy"] <= 1
+
+
+def test_the_overload_and_soak_modes_write_their_reports(pod: ServingPod, tmp_path: Path) -> None:
+    assert pod.process is not None
+    common = ["--url", pod.url, "--model", "tiny", "--token", TOKEN, "--output", str(tmp_path)]
+    quick = ["--duration", "0.5", "--warmup", "0", "--clients", "12", "--texts", "8"]
+    assert command.main([*common, *quick, "--overload"]) == 0
+    report = json.loads((tmp_path / "overload.json").read_text())["overload"]
+    assert set(report) == {"storm_queue_8", "polite_queue_8", "storm_queue_256", "goodput_ratio_8_vs_256"}
+    assert report["storm_queue_256"]["status_shares"] == {"200": 1.0}
+    assert httpx.get(f"{pod.url}/batching/stats").json()["config"]["max_queue_size"] == 256  # put back
+    soak = ["--soak", "0.05", "--clients", "4", "--pid", str(pod.process.pid), "--texts", "8"]
+    assert command.main([*common, *soak]) == 0
+    summary = json.loads((tmp_path / "soak.json").read_text())["soak"]
+    assert len(summary["slices"]) >= 2
+    assert all(s["throughput_rps"] > 0 and s["rss_mb"] > 50 for s in summary["slices"])
+    assert summary["second_half_rss_growth"] is not None and summary["throughput_drift"] is not None
