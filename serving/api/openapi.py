@@ -49,12 +49,12 @@ _WHY = {
 }
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int, shape: str = "Error") -> dict[str, Any]:
     answers: dict[str, Any] = {}
     for code in codes:
         answer: dict[str, Any] = {
             "description": _WHY[code],
-            "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{shape}"}}},
         }
         if code == 429:
             answer["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
@@ -244,9 +244,11 @@ def document(base: dict[str, Any], catalog: Catalog, *, admin_token: bool, metri
         if metrics
         else _errors(404)
     )
+    _document_v2(paths, catalog)
     components = base.setdefault("components", {})
     components["schemas"] = {
         "Error": _ERROR,
+        "V2Error": _V2_ERROR,
         "Prediction": _prediction(),
         "PredictRequest": _predict_body(catalog.names, chars),
     }
@@ -255,3 +257,55 @@ def document(base: dict[str, Any], catalog: Catalog, *, admin_token: bool, metri
         "error body is JSON with `error` and `detail`."
     )
     return base
+
+
+_V2_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "What went wrong (the protocol's shape)."}},
+}
+
+
+def _document_v2(paths: dict[str, Any], catalog: Catalog) -> None:
+    """The Open Inference Protocol's routes read their path parameters themselves (no FastAPI
+    validation on the hot path), so their parameters, body and answers are written here."""
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": f"A served model: {', '.join(catalog.names)} (others answer 404).",
+    }
+    version = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The model's version: only '1' exists (others answer 404).",
+    }
+    anything = {"type": "object"}
+    for path, item in paths.items():
+        if not path.startswith("/v2"):
+            continue
+        parameters = [p for p, key in ((name, "{name}"), (version, "{version}")) if key in path]
+        for method, operation in item.items():
+            if parameters:
+                operation["parameters"] = parameters
+            if method == "post":  # infer
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {
+                        JSON: {"schema": anything},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                }
+                failures = (400, 404, 408, 413, 422, 429, 500, 503, 504)
+                operation["responses"] = {**_ok(anything), **_errors(*failures, shape="V2Error")}
+            elif path.endswith("/ready"):
+                unready = (404, 503) if parameters else (503,)
+                operation["responses"] = {**_ok(anything), **_errors(*unready, shape="V2Error")}
+            else:
+                operation["responses"] = {
+                    **_ok(anything),
+                    **(_errors(404, shape="V2Error") if parameters else {}),
+                }

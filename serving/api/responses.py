@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -15,7 +16,12 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 def json_bytes(payload: Any) -> bytes:
-    return orjson.dumps(payload)
+    """`payload` as JSON: orjson, or the standard library for what orjson refuses (integers beyond
+    64 bits, which an error body may quote from a client's value)."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload, default=str, allow_nan=False).encode()
 
 
 def error_headers(exc: errors.CarpoolError) -> dict[str, str]:

@@ -236,7 +236,8 @@ LONG = "x" * 201  # the text limit here is 200 characters
             "/v2/models/tiny/infer",
             {"inputs": [text_input(["fine", "  "])]},
             422,
-            "input 'text' row 1: text must not be empty or blank",
+            "input 'text' row 1: text must not be empty or blank "
+            "(whitespace, control and zero-width characters only)",
             id="empty-text",
         ),
         pytest.param(

@@ -80,3 +80,10 @@ async def test_other_paths_and_methods_go_to_the_full_app(served: Served) -> Non
     assert (await served.client.get("/livez")).json() == {"status": "alive"}
     schema = (await served.client.get("/openapi.json")).json()
     assert {"/predict", "/predict/trained", "/predict/batch", "/livez"} <= set(schema["paths"])
+
+
+async def test_an_error_quoting_a_number_beyond_64_bits_is_still_json() -> None:
+    from serving.api import responses
+
+    body = responses.json_bytes({"error": "InvalidConfig", "value": -(10**203)})
+    assert json.loads(body)["value"] == -(10**203)

@@ -42,10 +42,20 @@ def test_a_pod_serves_on_its_own_loopback_address_and_restarts_in_place(tiny_ber
 
 
 def test_a_pod_that_cannot_start_raises_with_its_output() -> None:
-    pod = ServingPod(host="127.0.0.2", models={"ghost": "/no/such/model"}, startup_timeout=60)
+    pod = ServingPod(host="127.0.0.2", models=["not-a-spec"], startup_timeout=60)
     with pytest.raises(PodStartError) as failed:
         pod.start()
     message = str(failed.value)
     assert "exited with code 2 before /health was 200" in message
-    assert "model 'ghost': '/no/such/model' is not a model directory" in message
+    assert "a model is given as NAME=PATH, got 'not-a-spec'" in message
+    pod.close()
+
+
+def test_a_pod_that_never_gets_healthy_raises_with_its_last_health() -> None:
+    pod = ServingPod(host="127.0.0.2", models={"ghost": "/no/such/model"}, startup_timeout=20)
+    with pytest.raises(PodStartError) as failed:
+        pod.start()
+    message = str(failed.value)
+    assert "was not healthy after 20 s" in message
+    assert "'/no/such/model' is not a model directory" in message
     pod.close()

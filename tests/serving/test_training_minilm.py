@@ -96,6 +96,7 @@ def pod(minilm_trained: Path) -> Iterator[ServingPod]:
         "BATCHING_STRATEGY": "batch_optimized",
         "MAX_WAIT_TIME_MS": "20",
         "CARPOOL_MODEL_RUNTIMES": "minilm_trained=torch",  # the exact comparison below needs torch
+        "CARPOOL_RUNTIME": "auto",  # every other model: what a user gets
     }
     with ServingPod(models_dir=minilm_trained.parent, env=env) as running:
         yield running
