@@ -59,6 +59,10 @@ class AutoscalerState:
     switched_off: int | None = None
     """The generation whose switch-off was posted as an Event, to post it once."""
 
+    ran: bool = False
+    """A pass ran since autoscaling was last switched off: a switch-off is news even when another
+    writer has already dropped the autoscaler's status fields by the time the switch is handled."""
+
 
 def state_of(memo: MutableMapping[str, Any]) -> AutoscalerState:
     state = memo.get("carpool_autoscaler")
@@ -264,6 +268,7 @@ def register(
         retry: int = 0,  # not in Kopf's TimerFn protocol, hence the default
         **_: Any,
     ) -> None:
+        state_of(memo).ran = True
         await run_pass(
             api(),
             config,
@@ -288,8 +293,9 @@ def register(
         if left_over:
             patch.fns.append(cast(kopf.PatchFn, _clear_status))
         state, generation = state_of(memo), body["metadata"].get("generation")
-        if (old is True or left_over) and state.switched_off != generation:
+        if (old is True or left_over or state.ran) and state.switched_off != generation:
             state.switched_off = generation
+            state.ran = False
             kube.post_event(
                 body,
                 reason="AutoscalingDisabled",
