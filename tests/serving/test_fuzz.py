@@ -48,7 +48,9 @@ def _fuzz(pod: ServingPod, *extra: str) -> subprocess.CompletedProcess[str]:
 def test_the_fuzzer_finds_no_5xx_and_no_answer_outside_the_document(
     tiny_bert: Path, pod_token: str | None, headers: list[str]
 ) -> None:
-    env = {"CARPOOL_WORKERS": "1", "ENABLE_LOGGING": "false"}
+    # The fuzzer may configure holds of up to 2 x 60 s (max_wait_time_ms, min_batch_size); a 5 s
+    # default deadline answers a held request with the documented 504 before the client's 10 s timeout.
+    env = {"CARPOOL_WORKERS": "1", "ENABLE_LOGGING": "false", "CARPOOL_REQUEST_TIMEOUT_MS": "5000"}
     if pod_token:
         env["CARPOOL_ADMIN_TOKEN"] = pod_token
     with ServingPod(models={"tiny": tiny_bert}, env=env) as pod:
