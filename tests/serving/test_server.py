@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ import pytest
 
 from serving.bench import texts as bench_texts
 from tests.support import tinybert
-from tests.support.pods import ServingPod
+from tests.support.pods import ServingPod, refused_start
 
 pytestmark = pytest.mark.integration
 
@@ -123,40 +121,6 @@ def test_a_worker_that_dies_is_started_again(pod: ServingPod) -> None:
     assert httpx.post(f"{pod.url}/predict", json={"text": "still here"}).status_code == 200
 
 
-def test_sigterm_sends_held_batches_at_once_answers_everything_and_exits_0(tiny_bert: Path) -> None:
-    env = {
-        "CARPOOL_WORKERS": "2",
-        "BATCHING_STRATEGY": "batch_optimized",
-        "MAX_WAIT_TIME_MS": "20000",
-        "MIN_BATCH_SIZE": "64",
-        "MAX_BATCH_SIZE": "64",
-        "ENABLE_LOGGING": "false",
-    }
-    with ServingPod(models={"tiny": tiny_bert}, env=env) as pod:
-
-        def ask(i: int) -> tuple[int, float]:
-            with httpx.Client(base_url=pod.url, timeout=30) as client:
-                answer = client.post("/predict", json={"text": f"held request {i}"})
-                return answer.status_code, time.monotonic()
-
-        with concurrent.futures.ThreadPoolExecutor(10) as threads:
-            answers = [threads.submit(ask, i) for i in range(10)]
-
-            def queued() -> bool:
-                stats = httpx.get(f"{pod.url}/batching/stats").json()
-                return bool(stats["models"]["tiny"]["queue"]["size"] == 10)
-
-            _wait(queued, 10, "ten requests held in the queue")
-            assert pod.process is not None
-            stopped_at = time.monotonic()
-            pod.process.send_signal(signal.SIGTERM)
-            results = [answer.result(timeout=10) for answer in answers]
-            code = pod.process.wait(10)
-    assert [status for status, _ in results] == [200] * 10
-    assert max(at for _, at in results) - stopped_at < 2.0
-    assert code == 0
-
-
 def test_a_pod_whose_model_cannot_load_stays_up_and_says_why(tmp_path: Path) -> None:
     empty = tmp_path / "phishing"
     empty.mkdir()
@@ -190,14 +154,7 @@ def _answers(url: str) -> int | None:
 
 
 def test_a_pod_told_to_use_a_gpu_it_cannot_see_refuses_to_start(tiny_bert: Path) -> None:
-    environ = {**os.environ, "CARPOOL_DEVICE": "cuda", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, "-m", "serving", "serve", "--model", f"tiny={tiny_bert}", "--port", "1"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = refused_start(tiny_bert, {"CARPOOL_DEVICE": "cuda", "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 2
     assert "CARPOOL_DEVICE=cuda but no CUDA device is visible" in done.stderr
 

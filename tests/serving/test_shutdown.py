@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import httpx
 import pytest
 
 from serving import settings as serving_settings
-from tests.support.pods import ServingPod
+from tests.support.pods import ServingPod, refused_start
 
 pytestmark = pytest.mark.integration
 
@@ -93,14 +90,7 @@ def test_sigterm_closes_idle_connections_ends_stalled_uploads_and_answers_held_r
 
 
 def test_a_blank_admin_token_stops_the_pod_before_it_serves(tiny_bert: Path) -> None:
-    environ = {**os.environ, "CARPOOL_ADMIN_TOKEN": " \n"}
-    done = subprocess.run(
-        [sys.executable, "-m", "serving", "serve", "--model", f"tiny={tiny_bert}", "--port", "1"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = refused_start(tiny_bert, {"CARPOOL_ADMIN_TOKEN": " \n"})
     assert done.returncode == 2
     assert "CARPOOL_ADMIN_TOKEN is set but blank" in done.stderr
 

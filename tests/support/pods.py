@@ -30,7 +30,7 @@ import httpx
 
 from serving.bench.server import free_port
 
-__all__ = ["PodStartError", "ServingPod", "free_port", "start_all"]
+__all__ = ["PodStartError", "ServingPod", "free_port", "refused_start", "start_all"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,6 +51,18 @@ def start_all(pods: Sequence[ServingPod]) -> list[ServingPod]:
             pod.stop()
         raise
     return list(pods)
+
+
+def refused_start(model: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """`carpool serve` of `model` with `env` added, for a start that must stop before serving
+    (the port is one it could never bind, so a start that does not stop fails the caller fast)."""
+    return subprocess.run(
+        [sys.executable, "-m", "serving", "serve", "--model", f"tiny={model}", "--port", "1"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 class ServingPod:
