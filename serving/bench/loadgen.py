@@ -276,14 +276,19 @@ async def drive(
         )
         for i in range(concurrency)
     ]
-    try:
-        await asyncio.gather(*users)
-    finally:
-        for user in users:
-            user.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*users, return_exceptions=True)
+    await run_all(users)
     return result
+
+
+async def run_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Wait for every task; if one fails or the caller is cancelled, cancel the rest and reap them."""
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def run_blocking(load: Coroutine[Any, Any, LoadResult]) -> LoadResult:

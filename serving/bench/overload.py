@@ -188,13 +188,7 @@ async def overload_storm(
         asyncio.create_task(_client(target, requests, i, window, result, timeout_s)) for i in range(clients)
     ]
     tasks.append(asyncio.create_task(_probe(url, window[1], result)))
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
+    await loadgen.run_all(tasks)
     return result
 
 
