@@ -9,6 +9,7 @@ MRO (`errors.status_for`). How processes are arranged around the app: `serving.s
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from serving.metrics import Metrics
 from serving.pool import ModelPool
 from serving.settings import ServerSettings
 
-__all__ = ["create_app", "local_pool"]
+__all__ = ["create_app", "freeze_heap", "local_pool"]
 
 log = logging.getLogger("carpool.app")
 
@@ -39,6 +40,20 @@ def local_pool(settings: ServerSettings) -> ModelPool:
     gpu = hardware.GpuProbe.detect()
     metrics = Metrics(enabled=settings.enable_metrics, gpu=gpu)
     return ModelPool.from_settings(settings, metrics, gpu)
+
+
+def freeze_heap() -> None:
+    """Take what is alive now (the imported libraries, the loaded models, the app) out of the cyclic
+    garbage collector's sight, once a process is ready to serve.
+
+    A full collection walks every tracked object: with torch and transformers imported that is ~400k
+    objects and 150-450 ms on this project's 2-core machine (~90 ms in an HTTP worker, which imports
+    neither), during which the process answers no one. They are rare under steady load, but each
+    one is a visible stall in the pod's tail. Frozen objects are never collected (they live as long
+    as the process anyway); what requests allocate later is collected as before, and cheaply.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(
@@ -57,7 +72,7 @@ def create_app(
         backend = LocalBackend(pool)
 
         async def start_pool() -> None:
-            pool.start_loading()
+            pool.start_loading().add_done_callback(lambda _: freeze_heap())
 
         on_start, on_stop = start_pool, pool.drain
 

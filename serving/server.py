@@ -107,6 +107,7 @@ class _ModelProcess:
         )
         loading = self.pool.start_loading()
         loading.add_done_callback(lambda _: self.hub.share_encoders())
+        loading.add_done_callback(lambda _: app_module.freeze_heap())
         keepers = [loop.create_task(self._keep(slot)) for slot in range(self.workers)]
         await self.stopping.wait()
         log.info("stopping: sending what is queued at once, then letting the workers finish")

@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def connect() -> None:
         await backend.connect(link)
+        app_module.freeze_heap()
 
     app = app_module.create_app(settings, backend, on_start=connect)
     config = uvicorn.Config(app, **server.uvicorn_options(settings))
