@@ -30,6 +30,7 @@ from serving import app as app_module
 from serving import hardware
 from serving.frontend.hub import Hub
 from serving.settings import DRAIN_BOUND_S, ServerSettings
+from serving.transport import HeadDeadlineProtocol
 
 __all__ = ["GRACEFUL_SHUTDOWN_S", "serve"]
 
@@ -48,7 +49,7 @@ def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
     """What every HTTP process of the pod runs uvicorn with."""
     return {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": HeadDeadlineProtocol,
         "access_log": settings.enable_logging and settings.access_log,
         "log_level": "info" if settings.enable_logging else "warning",
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,

@@ -25,6 +25,7 @@ __all__ = [
     "BODY_IDLE_TIMEOUT_S",
     "DRAIN_BOUND_S",
     "ENV_BY_FIELD",
+    "HEADER_TIMEOUT_S",
     "PRESTOP_PAUSE_S",
     "RUNTIMES",
     "BatchingConfig",
@@ -39,13 +40,16 @@ RuntimeName = Literal["auto", "torch", "onnx", "onnx-int8"]
 RUNTIMES: tuple[RuntimeName, ...] = ("auto", "torch", "onnx", "onnx-int8")
 
 
-# Shutdown bounds, shared by the pod and the operator that sizes its Deployment. On SIGTERM a pod
-# sends every held batch at once and answers what it accepted; a client whose body stalls for
-# BODY_IDLE_TIMEOUT_S gets 408; whatever an HTTP worker still holds after DRAIN_BOUND_S is cancelled.
+# Connection and shutdown bounds, shared by the pod and the operator that sizes its Deployment. A
+# client whose body stalls for BODY_IDLE_TIMEOUT_S gets 408, and so does one whose request head
+# (request line and headers) takes longer than HEADER_TIMEOUT_S. On SIGTERM a pod sends every held
+# batch at once and answers what it accepted; whatever an HTTP worker still holds after
+# DRAIN_BOUND_S is cancelled.
 # Kubernetes first runs the preStop pause (PRESTOP_PAUSE_S, so Services stop routing new
 # connections to the pod before its listener closes), then sends SIGTERM; the grace period covers
 # both, plus a margin: `termination_grace_s()`.
 BODY_IDLE_TIMEOUT_S = 5.0
+HEADER_TIMEOUT_S = 10.0
 DRAIN_BOUND_S = 30
 PRESTOP_PAUSE_S = 5
 _GRACE_MARGIN_S = 5
