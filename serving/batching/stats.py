@@ -1,7 +1,9 @@
 """Measured figures of one model's engine: what /batching/stats reports and adaptive reads.
 
 Every record call is O(1) amortised (bounded deques); percentiles are computed when asked, and the
-p95 the adaptive controller reads is cached for `P95_REFRESH_S`. Times are on the loop clock.
+p95 the adaptive controller reads is cached for `P95_REFRESH_S`. Times are `time.perf_counter()`
+seconds, the engine's measuring clock (not the loop clock it schedules on, which uvloop ticks in
+whole milliseconds).
 """
 
 from __future__ import annotations
@@ -59,11 +61,9 @@ class EngineStats:
         self._busy: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (start, end)
         self._p95: float | None = None
         self._p95_at = float("-inf")
-        self.last_arrival: float | None = None
 
     def on_arrival(self, now: float, queue_size: int) -> None:
         self._arrivals.append(now)
-        self.last_arrival = now
         if queue_size > self.peak_queue:
             self.peak_queue = queue_size
 
