@@ -8,12 +8,13 @@ whole milliseconds).
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EngineStats", "percentile"]
+from serving.percentiles import percentile
+
+__all__ = ["EngineStats"]
 
 WINDOW = 4096  # recent requests kept for percentiles
 RATE_WINDOW_S = 1.0  # arrivals counted over this span for the arrival rate
@@ -23,14 +24,6 @@ P95_REFRESH_S = 0.1
 WAIT_EWMA = 0.02
 DRAIN_EWMA = 0.2
 BACK_TO_BACK_S = 0.005  # a batch starting this soon after the previous one ended: the model is busy
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of already sorted `values` (None when empty)."""
-    if not values:
-        return None
-    rank = min(len(values), max(1, math.ceil(q / 100.0 * len(values))))
-    return values[rank - 1]
 
 
 @dataclass(slots=True)
