@@ -308,7 +308,7 @@ class BatchEngine:
     # -- the consumer ----------------------------------------------------------------------------
 
     def signals(self, now: float) -> policies.Signals:
-        """What the policy sees; `now` is the loop clock, the figures come from perf_counter."""
+        """What the policy sees: `now` on the loop clock, figures measured on perf_counter, the cost model."""
         measured = time.perf_counter()
         busy = self.stats.busy_fraction(measured)
         if self._running is not None:
