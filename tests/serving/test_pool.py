@@ -18,6 +18,8 @@ from tests.serving.test_engine import BrokenModel, GatedModel, until_running
 
 PoolFactory = Callable[..., Any]
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 async def make_pool() -> AsyncIterator[PoolFactory]:

@@ -14,6 +14,8 @@ from serving.pool import ModelPool, Served
 from serving.settings import BatchingConfig
 from tests.serving.test_engine import BrokenModel
 
+pytestmark = pytest.mark.unit
+
 
 class DescribedModel(EchoModel):
     """An EchoModel that says what it runs on, as the ONNX runtime does."""
