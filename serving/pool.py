@@ -1,9 +1,11 @@
 """The models a pod serves, each behind its own batching engine, and the requests that span them.
 
 `ModelPool` is what the HTTP layer talks to: it validates texts and model names, fans a request
-out to every model it names (each model has its own queue) and waits for all, applies a new
-batching config to every engine at once, and assembles /batching/stats, /models/status and /health.
-Models load in the background after the server starts, so /health answers 503 until all are warm.
+out to every model it names (each model has its own queue) and waits for all, and applies a new
+batching config to every engine at once. It holds the facts /health, /batching/stats and
+/models/status report (its models, their engines, the config in force); `serving.reports` shapes
+those bodies. Models load in the background after the server starts, so /health answers 503 until
+all are warm.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from serving import catalog, errors, hardware
-from serving.batching.engine import BatchEngine, EngineState
+from serving.batching.engine import BatchEngine
 from serving.batching.pending import BULK, INTERACTIVE
 from serving.metrics import Metrics
 from serving.models import registry
@@ -244,83 +246,19 @@ class ModelPool:
         log.info("batching config %s applied: %s", config.config_hash(), config.model_dump(mode="json"))
         return config
 
-    # -- reports ---------------------------------------------------------------------------------
+    # -- facts for the reports and the metrics ---------------------------------------------------
 
     def _queue_states(self) -> dict[str, tuple[int, bool]]:
         return {name: (s.engine.queue_size, s.engine.alive) for name, s in self.served.items()}
 
     @property
     def ready(self) -> bool:
+        """Every model loaded, warm and its engine alive (what /health answers 200 for)."""
         return bool(self.served) and all(served.engine.alive for served in self.served.values())
-
-    def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok" if self.ready else "unavailable",
-            "models": {
-                name: {"state": s.engine.state.value, "alive": s.engine.alive, **_error(s.engine)}
-                for name, s in self.served.items()
-            },
-        }
-
-    def stats(self) -> dict[str, Any]:
-        config = self.config
-        system: dict[str, Any] = {"cpu": hardware.cpu_snapshot()}
-        if self.gpu is not None:
-            system["gpus"] = self.gpu.devices()
-        return {
-            "config": config.model_dump(mode="json"),
-            "config_hash": config.config_hash(),
-            "strategy": config.strategy.value,
-            "effective_strategy": config.effective_strategy.value,
-            "uptime_s": round(time.monotonic() - self.started_at, 3),
-            "system": system,
-            "models": {name: served.engine.describe() for name, served in self.served.items()},
-        }
-
-    def status(self) -> list[dict[str, Any]]:
-        report = []
-        for name, served in self.served.items():
-            engine = served.engine
-            model = engine.model
-            entry: dict[str, Any] = {
-                "name": name,
-                "kind": served.kind,
-                "path": served.path,
-                "device": model.device,
-                "dtype": model.dtype,
-                "torch_threads": getattr(model, "torch_threads", None),
-                "torch_threads_reason": getattr(model, "torch_threads_reason", None) or None,
-                "labels": list(model.labels),
-                "state": engine.state.value,
-                "load_seconds": None if engine.load_seconds is None else round(engine.load_seconds, 3),
-                "warm": engine.state in (EngineState.READY, EngineState.DRAINING),
-                "queue_size": engine.queue_size,
-                **_error(engine),
-            }
-            if served.untrained_head:
-                entry["head"] = (
-                    "untrained: seeded random classification head; run `carpool train` for minilm_trained"
-                )
-            if served.card is not None:
-                entry["card"] = _card_summary(served.card)
-            describe = getattr(model, "describe", None)
-            if callable(describe):  # what the model says of itself, e.g. its runtime and accuracy check
-                entry.update(describe())
-            report.append(entry)
-        return report
 
 
 def _mark_done(finished: dict[str, float], name: str, _future: asyncio.Future[Prediction]) -> None:
     finished[name] = time.perf_counter()
-
-
-def _error(engine: BatchEngine) -> dict[str, Any]:
-    return {"error": engine.error} if engine.error else {}
-
-
-def _card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("name", "base", "labels", "metrics", "trained_at", "train_seconds", "data", "error")
-    return {key: card[key] for key in keys if key in card}
 
 
 def _error_list(exc: ValidationError) -> list[dict[str, Any]]:

@@ -86,7 +86,8 @@ class BatchEngine:
         self.error: str | None = None
         self.load_seconds: float | None = None
         self.cost = cost.OnlineCost()
-        self._policy = policies.for_config(config, self.cost.model)
+        self._policy = policies.for_config(config)
+        self._choice: tuple[policies.Mode, str] | None = None  # adaptive's, from its last pick
         self._observer = observer
         self._device_load = device_load  # callable returning GPU utilisation 0..1, or None
         self._queue: list[Pending] = []
@@ -128,7 +129,8 @@ class BatchEngine:
             raise
         self.load_seconds = time.perf_counter() - started
         self.cost.reseed(samples)
-        self._policy = policies.for_config(self.config, self.cost.model)
+        self._policy = policies.for_config(self.config)
+        self._choice = None
         self._task = loop.create_task(self._consume(), name=f"carpool-batcher-{self.name}")
         self.state = EngineState.READY
         log.info("model %s ready in %.2f s on %s", self.name, self.load_seconds, self.model.device)
@@ -173,7 +175,8 @@ class BatchEngine:
     def reconfigure(self, config: BatchingConfig) -> None:
         """Use `config` from the next batch on; a batch in flight is not touched."""
         self.config = config
-        self._policy = policies.for_config(config, self.cost.model)
+        self._policy = policies.for_config(config)
+        self._choice = None
         self._wake.set()
 
     # -- requests --------------------------------------------------------------------------------
@@ -305,7 +308,7 @@ class BatchEngine:
     # -- the consumer ----------------------------------------------------------------------------
 
     def signals(self, now: float) -> policies.Signals:
-        """What the policy sees; `now` is the loop clock, the figures come from perf_counter."""
+        """What the policy sees: `now` on the loop clock, figures measured on perf_counter, the cost model."""
         measured = time.perf_counter()
         busy = self.stats.busy_fraction(measured)
         if self._running is not None:
@@ -322,6 +325,7 @@ class BatchEngine:
             typical_wait_s=self.stats.typical_wait_s,
             last_arrival=self._last_arrival,
             bulk_passed=self._bulk_passed,
+            cost=self.cost.model,
         )
 
     async def _consume(self) -> None:
@@ -360,6 +364,8 @@ class BatchEngine:
             now = loop.time()
             policy = self._policy
             pick = policy.pick(queue, self.signals(now))
+            if pick.mode is not None:
+                self._choice = (pick.mode, pick.reason)
             if not pick.take and (self._draining or self._hurry):
                 cap = self.config.max_batch_size
                 view = policies.lanes(queue, cap, self._bulk_passed) or range(len(queue))
@@ -403,9 +409,7 @@ class BatchEngine:
         waits = [started - p.measured_at for p in batch]
         self.stats.on_batch(started, done, waits, padded_len, sum(p.tokens for p in batch))
         if forward_s is not None:
-            self.cost.observe(len(batch), padded_len, forward_s)
-            if isinstance(self._policy, policies.BatchOptimized | policies.Adaptive):
-                self._policy.cost = self.cost.model
+            self.cost.observe(len(batch), padded_len, forward_s)  # the next batch's Signals carry it
         if self._observer is not None:
             self._observer.on_batch(self.name, len(batch), waits, done - started)
         for pending, outcome in zip(batch, outcomes, strict=True):
@@ -459,9 +463,9 @@ class BatchEngine:
             "strategy": config.strategy.value,
             "effective_strategy": config.effective_strategy.value,
         }
-        policy = self._policy
-        if isinstance(policy, policies.Adaptive):
-            report["adaptive"] = {"mode": policy.mode.value, "reason": policy.reason}
+        if config.effective_strategy is Strategy.ADAPTIVE:
+            mode, reason = self._choice or policies.ADAPTIVE_START
+            report["adaptive"] = {"mode": mode.value, "reason": reason}
         elif config.effective_strategy is Strategy.SINGLE_REQUEST:
             reason = "batching disabled (enable=false)" if not config.enable else "strategy single_request"
             report["mode"] = {"mode": "one_request_per_forward", "reason": reason}

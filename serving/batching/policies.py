@@ -2,7 +2,10 @@
 
 The engine calls `policy.pick(waiting, signals)` each time the model is free and something waits.
 `waiting` is in arrival order (index 0 is the oldest); a `Pick` either takes some indices now or
-says when to look again. Nothing here awaits, sleeps or reads a clock, so every rule is table-tested.
+says when to look again. Nothing here awaits, sleeps or reads a clock, and the policies are frozen:
+what they know of the moment (the clock, the measured load, the fitted cost model) comes in
+`Signals`, and what they decide (adaptive's mode and why) goes out in the `Pick`, so every rule is
+table-tested.
 
 - `SingleRequest` (also `enable=false`): the oldest request alone, at once.
 - `BatchOptimized`: a batch leaves when max_batch_size requests wait, or when the oldest has waited
@@ -34,6 +37,7 @@ from serving.batching.pending import BULK
 from serving.settings import BatchingConfig, Strategy
 
 __all__ = [
+    "ADAPTIVE_START",
     "BULK_MAX_PASSED",
     "Adaptive",
     "AdaptiveController",
@@ -62,9 +66,17 @@ class Waiting(Protocol):
     def enqueued_at(self) -> float: ...
 
 
+class Mode(enum.Enum):
+    AT_ONCE = "dispatch_at_once"
+    HOLD = "hold_for_batch"
+
+
+ADAPTIVE_START = (Mode.AT_ONCE, "no traffic yet: dispatching at once")  # adaptive before its first pick
+
+
 @dataclass(frozen=True, slots=True)
 class Signals:
-    """What the engine measured, as of `now` (seconds on the loop clock)."""
+    """What the engine measured, as of `now` (seconds on the loop clock, as is `last_arrival`)."""
 
     now: float
     arrival_rate: float = 0.0  # requests per second, EWMA
@@ -73,19 +85,20 @@ class Signals:
     typical_wait_s: float = 0.0  # EWMA of queue waits
     last_arrival: float | None = None
     bulk_passed: int = 0  # batches in a row that left without a bulk request while one waited
+    cost: CostModel = CPU_SEED  # what a forward pass costs, as fitted so far
 
 
 @dataclass(frozen=True, slots=True)
 class Pick:
-    """Indices of `waiting` to run now (arrival order); empty means look again at `wait_until`."""
+    """Indices of `waiting` to run now (arrival order); empty means look again at `wait_until`.
+
+    `mode` and `reason`: adaptive's choice for this pick and why (no mode from the other policies).
+    """
 
     take: tuple[int, ...] = ()
     wait_until: float | None = None
-
-
-class Mode(enum.Enum):
-    AT_ONCE = "dispatch_at_once"
-    HOLD = "hold_for_batch"
+    mode: Mode | None = None
+    reason: str = ""
 
 
 class BatchPolicy(Protocol):
@@ -212,14 +225,13 @@ class SingleRequest:
         return Pick((0,) if view is None else (view[0],))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BatchOptimized:
     """Fill batches up to max_batch_size, waiting at most max_wait_s for the oldest request."""
 
     max_batch_size: int
     max_wait_s: float
     min_batch_size: int = 1
-    cost: CostModel = CPU_SEED
 
     def pick(self, waiting: Sequence[Waiting], signals: Signals) -> Pick:
         if not waiting:
@@ -239,7 +251,7 @@ class BatchOptimized:
         return select(
             waiting,
             cap=self.max_batch_size,
-            cost=self.cost,
+            cost=signals.cost,
             now=signals.now,
             typical_wait_s=signals.typical_wait_s,
             bulk_passed=signals.bulk_passed,
@@ -279,52 +291,53 @@ class AdaptiveController:
         )
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Adaptive:
-    """The controller's choice, applied: at once like single_request (but batched), or holding."""
+    """The controller's choice, applied: at once like single_request (but batched), or holding.
+
+    Every non-empty pick carries the controller's mode and reason (what /batching/stats shows).
+    """
 
     controller: AdaptiveController
     max_batch_size: int
     min_batch_size: int = 1
-    cost: CostModel = CPU_SEED
-    mode: Mode = Mode.AT_ONCE
-    reason: str = "no traffic yet: dispatching at once"
 
     def pick(self, waiting: Sequence[Waiting], signals: Signals) -> Pick:
         if not waiting:
             return Pick()
-        self.mode, self.reason = self.controller.decide(signals)
+        mode, reason = self.controller.decide(signals)
         n = len(waiting)
         take = select(
             waiting,
             cap=self.max_batch_size,
-            cost=self.cost,
+            cost=signals.cost,
             now=signals.now,
             typical_wait_s=signals.typical_wait_s,
             bulk_passed=signals.bulk_passed,
         )
-        if n == 1 or self.mode is Mode.AT_ONCE or n >= self.max_batch_size:
-            return Pick(take)
+        go = Pick(take, mode=mode, reason=reason)
+        if n == 1 or mode is Mode.AT_ONCE or n >= self.max_batch_size:
+            return go
         oldest = waiting[0].enqueued_at
         max_wait = self.controller.max_wait_s
         if signals.now - oldest >= max_wait:
-            return Pick(take)
+            return go
         # Hold while requests keep coming: stop after two silent inter-arrival gaps.
         deadline = oldest + max_wait
         if signals.last_arrival is not None and signals.arrival_rate > 0:
             deadline = min(deadline, signals.last_arrival + 2.0 / signals.arrival_rate)
         if deadline <= signals.now:
-            return Pick(take)
-        return Pick(wait_until=deadline)
+            return go
+        return Pick(wait_until=deadline, mode=mode, reason=reason)
 
 
-def for_config(config: BatchingConfig, cost: CostModel) -> SingleRequest | BatchOptimized | Adaptive:
+def for_config(config: BatchingConfig) -> BatchPolicy:
     """The policy a config asks for."""
     strategy = config.effective_strategy
     wait_s = config.max_wait_time_ms / 1000.0
     if strategy is Strategy.SINGLE_REQUEST:
         return SingleRequest()
     if strategy is Strategy.BATCH_OPTIMIZED:
-        return BatchOptimized(config.max_batch_size, wait_s, config.min_batch_size, cost)
+        return BatchOptimized(config.max_batch_size, wait_s, config.min_batch_size)
     controller = AdaptiveController(config.load_threshold, config.latency_threshold_ms / 1000.0, wait_s)
-    return Adaptive(controller, config.max_batch_size, config.min_batch_size, cost)
+    return Adaptive(controller, config.max_batch_size, config.min_batch_size)

@@ -1,17 +1,20 @@
 """Measured figures of one model's engine: what /batching/stats reports and adaptive reads.
 
 Every record call is O(1) amortised (bounded deques); percentiles are computed when asked, and the
-p95 the adaptive controller reads is cached for `P95_REFRESH_S`. Times are on the loop clock.
+p95 the adaptive controller reads is cached for `P95_REFRESH_S`. Times are `time.perf_counter()`
+seconds, the engine's measuring clock (not the loop clock it schedules on, which uvloop ticks in
+whole milliseconds).
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EngineStats", "percentile"]
+from serving.percentiles import percentile
+
+__all__ = ["EngineStats"]
 
 WINDOW = 4096  # recent requests kept for percentiles
 RATE_WINDOW_S = 1.0  # arrivals counted over this span for the arrival rate
@@ -21,14 +24,6 @@ P95_REFRESH_S = 0.1
 WAIT_EWMA = 0.02
 DRAIN_EWMA = 0.2
 BACK_TO_BACK_S = 0.005  # a batch starting this soon after the previous one ended: the model is busy
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of already sorted `values` (None when empty)."""
-    if not values:
-        return None
-    rank = min(len(values), max(1, math.ceil(q / 100.0 * len(values))))
-    return values[rank - 1]
 
 
 @dataclass(slots=True)
@@ -59,11 +54,9 @@ class EngineStats:
         self._busy: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (start, end)
         self._p95: float | None = None
         self._p95_at = float("-inf")
-        self.last_arrival: float | None = None
 
     def on_arrival(self, now: float, queue_size: int) -> None:
         self._arrivals.append(now)
-        self.last_arrival = now
         if queue_size > self.peak_queue:
             self.peak_queue = queue_size
 

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from serving import percentiles
+
 __all__ = [
     "Cell",
     "Check",
@@ -43,16 +45,9 @@ __all__ = [
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) with linear interpolation between ranks, as numpy's default."""
-    if not values:
-        return math.nan
-    if not 0 <= q <= 100:
-        raise ValueError(f"a percentile lies in [0, 100], got {q}")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    """The pod's percentile (`serving.percentiles`: nearest rank) of unsorted figures; nan if none."""
+    found = percentiles.percentile(sorted(values), q)
+    return math.nan if found is None else found
 
 
 @dataclass(frozen=True)

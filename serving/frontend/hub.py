@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from serving import errors
+from serving import errors, reports
 from serving.frontend import wire
 from serving.frontend.local import LocalBackend
 from serving.models.base import Prediction
@@ -67,7 +67,7 @@ class Hub:
         return self.pool.ready and len(self.links) >= self.workers and not self.stopping
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        report = self.pool.health()
+        report = reports.health(self.pool)
         report["workers"] = {"expected": self.workers, "connected": len(self.links)}
         if self.stopping:
             report["status"] = "stopping"
@@ -98,9 +98,9 @@ class _Link(asyncio.Protocol):
             "configure": hub.local.configure_now,
             "live": lambda _: True,
             "model_info": hub.local.info_now,
-            "stats": lambda _: hub.pool.stats(),
+            "stats": lambda _: reports.stats(hub.pool),
             "health": lambda _: hub.health(),
-            "status": lambda _: hub.pool.status(),
+            "status": lambda _: reports.status(hub.pool),
             "metrics": lambda _: hub.local.metrics_now(),
         }
 

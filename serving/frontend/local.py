@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from serving import errors
+from serving import errors, reports
 from serving.models.base import Prediction
 from serving.pool import ModelPool
 
@@ -57,13 +57,13 @@ class LocalBackend:
         return {"labels": list(engine.model.labels), "state": engine.state.value}
 
     async def stats(self) -> dict[str, Any]:
-        return self.pool.stats()
+        return reports.stats(self.pool)
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
-        return self.pool.ready, self.pool.health()
+        return self.pool.ready, reports.health(self.pool)
 
     async def models_status(self) -> list[dict[str, Any]]:
-        return self.pool.status()
+        return reports.status(self.pool)
 
     async def metrics_text(self) -> bytes:
         return self.metrics_now()

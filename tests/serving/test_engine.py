@@ -292,6 +292,27 @@ async def test_describe_reports_the_strategy_in_effect_and_the_figures(make_engi
     assert report["mode"]["reason"] == "batching disabled (enable=false)"
 
 
+async def test_adaptive_choice_in_describe_comes_from_its_last_pick(make_engine: EngineFactory) -> None:
+    engine = await make_engine(strategy="adaptive")
+    assert engine.describe()["adaptive"] == {
+        "mode": "dispatch_at_once",
+        "reason": "no traffic yet: dispatching at once",
+    }
+    await engine.submit("one")
+    after = engine.describe()["adaptive"]
+    assert after["mode"] == "dispatch_at_once" and "below load_threshold" in after["reason"]
+    engine.reconfigure(config(strategy="adaptive", max_batch_size=4))  # a new policy: no pick yet
+    assert engine.describe()["adaptive"]["reason"] == "no traffic yet: dispatching at once"
+
+
+async def test_the_policy_sees_the_cost_model_fitted_from_the_batches_run(make_engine: EngineFactory) -> None:
+    engine = await make_engine(strategy="batch_optimized")
+    before = engine.signals(0.0).cost
+    await asyncio.gather(*(engine.submit(f"text {i}") for i in range(4)))
+    assert engine.signals(0.0).cost is engine.cost.model
+    assert engine.cost.samples > 0 and engine.signals(0.0).cost != before
+
+
 async def full_queue_with_a_waiting_put(
     make_engine: EngineFactory, model: GatedModel
 ) -> tuple[BatchEngine, list[asyncio.Future[Any]]]:

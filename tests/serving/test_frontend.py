@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from serving import errors
+from serving import errors, reports
 from serving.frontend import wire
 from serving.frontend.hub import Hub
 from serving.frontend.remote import FULL_HOLD_S, RemotePool, handshake
@@ -69,7 +69,7 @@ async def test_tagged_texts_through_several_workers_each_get_their_own_answer(po
     results = await asyncio.gather(*(ask(i) for i in range(len(texts))))
     for text, labels in results:
         assert set(labels.values()) == {text}
-    stats = pod.pool.stats()["models"]["echo"]
+    stats = reports.stats(pod.pool)["models"]["echo"]
     assert stats["avg_batch_size"] > 1  # the workers' requests met in one queue and were batched
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -195,6 +196,56 @@ def test_adaptive_pick(waiting: list[W], signals: policies.Signals, expected: po
 
 
 @pytest.mark.parametrize(
+    ("signals", "mode", "reason"),
+    [
+        pytest.param(LOADED, policies.Mode.HOLD, "holding partial batches", id="loaded-holds"),
+        pytest.param(
+            policies.Signals(now=1.0, busy=0.1), policies.Mode.AT_ONCE, "below load_threshold", id="idle"
+        ),
+    ],
+)
+def test_an_adaptive_pick_carries_the_mode_and_the_reason(
+    signals: policies.Signals, mode: policies.Mode, reason: str
+) -> None:
+    policy = policies.Adaptive(CONTROLLER, max_batch_size=4)
+    before = dataclasses.replace(policy)
+    pick = policy.pick(queue(10, 10, 10), signals)
+    assert pick.mode is mode and reason in pick.reason
+    assert policy == before  # nothing of the choice stays in the policy
+
+
+def test_the_fixed_strategies_pick_without_a_mode() -> None:
+    single = policies.SingleRequest().pick(queue(10, 10), SIGNALS)
+    batched = policies.BatchOptimized(max_batch_size=2, max_wait_s=0.010).pick(queue(10, 10), SIGNALS)
+    assert (single.mode, batched.mode) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("cost", "expected"),
+    [
+        pytest.param(CPU_SEED, (0, 2, 4), id="cpu-padding-costs"),
+        pytest.param(GPU_LIKE, (0, 1, 2, 3, 4), id="gpu-fixed-cost-dominates"),
+    ],
+)
+@pytest.mark.parametrize("strategy", ["batch_optimized", "adaptive"])
+def test_riders_are_chosen_by_the_cost_model_the_signals_carry(
+    strategy: str, cost: CostModel, expected: tuple[int, ...]
+) -> None:
+    config = BatchingConfig.model_validate(
+        {"strategy": strategy, "max_batch_size": 8, "max_wait_time_ms": 10}
+    )
+    waiting = queue(10, 50, 10, 50, 10, ages=(0.011, 0.0, 0.0, 0.0, 0.0))
+    assert policies.for_config(config).pick(waiting, policies.Signals(now=1.0, cost=cost)).take == expected
+
+
+@pytest.mark.parametrize("strategy", ["batch_optimized", "adaptive"])  # single_request holds nothing
+def test_policies_are_frozen(strategy: str) -> None:
+    policy = policies.for_config(BatchingConfig.model_validate({"strategy": strategy}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.max_batch_size = 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
     ("changes", "kind"),
     [
         pytest.param({"strategy": "single_request"}, policies.SingleRequest, id="single"),
@@ -205,14 +256,14 @@ def test_adaptive_pick(waiting: list[W], signals: policies.Signals, expected: po
 )
 def test_for_config(changes: dict[str, object], kind: type) -> None:
     config = BatchingConfig.model_validate(changes)
-    assert isinstance(policies.for_config(config, CPU_SEED), kind)
+    assert isinstance(policies.for_config(config), kind)
 
 
 def test_for_config_carries_the_knobs() -> None:
     config = BatchingConfig.model_validate(
         {"strategy": "batch_optimized", "max_batch_size": 16, "max_wait_time_ms": 25, "min_batch_size": 3}
     )
-    policy = policies.for_config(config, CPU_SEED)
+    policy = policies.for_config(config)
     assert isinstance(policy, policies.BatchOptimized)
     assert (policy.max_batch_size, policy.max_wait_s, policy.min_batch_size) == (16, 0.025, 3)
 

@@ -1,27 +1,12 @@
-"""The engine's figures: percentiles, arrival rate, busy share, the stats report."""
+"""The engine's figures: arrival rate, busy share, the stats report (percentiles: test_percentiles)."""
 
 from __future__ import annotations
 
 import pytest
 
-from serving.batching.stats import EngineStats, percentile
+from serving.batching.stats import EngineStats
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [
-        ([], 50, None),
-        ([1.0], 99, 1.0),
-        ([1.0, 2.0, 3.0, 4.0], 50, 2.0),
-        ([float(i) for i in range(1, 101)], 95, 95.0),
-        ([float(i) for i in range(1, 101)], 99, 99.0),
-        ([float(i) for i in range(1, 101)], 100, 100.0),
-    ],
-)
-def test_percentile_is_nearest_rank(values: list[float], q: float, expected: float | None) -> None:
-    assert percentile(values, q) == expected
 
 
 def test_arrival_rate_counts_the_last_second() -> None:
