@@ -251,8 +251,8 @@ def _at(spec: Mapping[str, Any], path: str) -> Any:
     """The value at `path` (`batching.maxBatchSize`) under spec; every object on the way checked."""
     *objects, key = path.split(".")
     node = spec
-    for depth in range(len(objects)):
-        node = _mapping(node.get(objects[depth]), ".".join(("spec", *objects[: depth + 1])))
+    for depth, name in enumerate(objects, start=1):
+        node = _mapping(node.get(name), ".".join(("spec", *objects[:depth])))
     return node.get(key)
 
 
