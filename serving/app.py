@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import errors, hardware
+from serving import errors, hardware, validation
 from serving.api import batching, fastpath, health, inference, openapi, responses, v2
 from serving.frontend import Backend
 from serving.frontend.local import LocalBackend
@@ -135,8 +135,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
             errors.MalformedBody(f"malformed JSON: {problems[0].get('msg')}").body(), status_code=400
         )
-    detail = "; ".join(f"{'.'.join(str(p) for p in pr.get('loc', ()))}: {pr.get('msg')}" for pr in problems)
-    return JSONResponse(errors.InvalidInput(detail).body(), status_code=422)
+    return JSONResponse(errors.InvalidInput(validation.message(problems)).body(), status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -13,26 +13,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from serving import errors
+from serving.validation import quote
 
-__all__ = ["VISIBLE", "Catalog", "Kind", "is_blank", "quote"]
+__all__ = ["VISIBLE", "Catalog", "Kind", "is_blank"]
 
-QUOTE_CHARS = 60  # what an error message repeats of a client's value, at most
 # A visible character: not whitespace, not a control character, not a zero-width or format one
 # (soft hyphen, zero-width spaces and joiners, directional marks, word joiners, BOM). The OpenAPI
 # document states the same pattern for `text`, so the fuzzer and the pod agree on what is blank.
 VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]"
 _VISIBLE = re.compile(VISIBLE)
-
-
-def quote(value: object, limit: int = QUOTE_CHARS) -> str:
-    """`repr(value)`, cut to `limit` characters with the full length said: error messages never
-    echo a client's megabytes back."""
-    if isinstance(value, str | bytes) and len(value) > limit:
-        return f"{value[:limit]!r}... ({len(value)} characters)"
-    text = repr(value)
-    if len(text) > limit:
-        return f"{text[:limit]}... ({len(text)} characters)"
-    return text
 
 
 def is_blank(text: str) -> bool:

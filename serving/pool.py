@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serving import catalog, errors, hardware
+from serving import catalog, errors, hardware, validation
 from serving.batching.engine import BatchEngine
 from serving.batching.pending import BULK, INTERACTIVE
 from serving.metrics import Metrics
@@ -239,7 +239,11 @@ class ModelPool:
         try:
             config = self.config.updated(changes)
         except ValidationError as exc:
-            raise errors.InvalidConfig(_config_error(exc), errors=_error_list(exc)) from None
+            problems = validation.problems(exc.errors(include_url=False))
+            raise errors.InvalidConfig(
+                "invalid batching config: " + "; ".join(map(str, problems)),
+                errors=[problem.as_dict() for problem in problems],
+            ) from None
         self.config = config
         for served in self.served.values():
             served.engine.reconfigure(config)
@@ -259,27 +263,3 @@ class ModelPool:
 
 def _mark_done(finished: dict[str, float], name: str, _future: asyncio.Future[Prediction]) -> None:
     finished[name] = time.perf_counter()
-
-
-def _error_list(exc: ValidationError) -> list[dict[str, Any]]:
-    problems = []
-    for e in exc.errors(include_url=False):
-        field_name = ".".join(str(p) for p in e["loc"])
-        value = e.get("input")
-        if not field_name:  # a cross-field rule: name the field it constrains
-            field_name = "min_batch_size" if "min_batch_size" in e["msg"] else "config"
-            value = value.get(field_name) if isinstance(value, dict) else value
-        if isinstance(value, str) and len(value) > catalog.QUOTE_CHARS:
-            value = catalog.quote(value)
-        problems.append({"field": field_name, "message": e["msg"], "value": value})
-    return problems
-
-
-def _config_error(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors(include_url=False):
-        field_name = ".".join(str(p) for p in e["loc"])
-        where = f"{field_name}: " if field_name else ""
-        value = f" (got {catalog.quote(e.get('input'))})" if field_name else ""
-        parts.append(f"{where}{e['msg']}{value}")
-    return "invalid batching config: " + "; ".join(parts)

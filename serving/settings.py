@@ -1,34 +1,44 @@
 """Settings of the serving pod: one typed definition per knob.
 
-`BatchingConfig` is the single definition of the batching knobs. The same model validates
-the guide's environment variables (`BATCHING_STRATEGY`, `MAX_BATCH_SIZE`, ...), the body of
-`POST /batching/configure`, and the operator's parsed `spec.batching` / `spec.adaptive`, so the
-three cannot drift apart. `config_hash()` is what `/batching/stats` reports and what the operator
-compares after a push.
+`BatchingConfig` is the single definition of the batching knobs: each field carries its type,
+default, bounds and description, and a `Knob` naming its environment variable and its path in the
+BatchingPolicy custom resource. Everything else is derived from it: `ENV_BY_FIELD` (the guide's
+variables, `BATCHING_STRATEGY`, `MAX_BATCH_SIZE`, ...), `PATH_BY_FIELD` (the operator reads
+`spec.batching.maxBatchSize` and writes its errors there), the body of `POST /batching/configure`
+(`serving.api.schemas.ConfigureRequest`) and its OpenAPI schema; a test holds the CRD to it. So
+the pod, its API and the operator cannot drift apart. `config_hash()` is what `/batching/stats`
+reports and what the operator compares after a push.
 
 This module imports nothing heavier than pydantic: the operator image (no torch) imports it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+
+from serving import validation
 
 __all__ = [
     "BODY_IDLE_TIMEOUT_S",
     "DRAIN_BOUND_S",
     "ENV_BY_FIELD",
     "HEADER_TIMEOUT_S",
+    "KNOBS",
+    "PATH_BY_FIELD",
     "PRESTOP_PAUSE_S",
     "RUNTIMES",
     "BatchingConfig",
+    "Knob",
     "RuntimeName",
     "ServerSettings",
     "Strategy",
@@ -66,43 +76,60 @@ class Strategy(StrEnum):
     ADAPTIVE = "adaptive"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Knob:
+    """Where a batching knob is set outside the HTTP API (field metadata of `BatchingConfig`)."""
+
+    env: str
+    """The environment variable the pod reads at start (the guide's name)."""
+    path: str
+    """Its path under the BatchingPolicy's `spec`, in the CR's camelCase (`batching.maxBatchSize`)."""
+
+
 class BatchingConfig(BaseModel):
     """The batching configuration in force; every change applies at the next batch."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
-    enable: bool = Field(
+    enable: Annotated[bool, Knob("ENABLE_DYNAMIC_BATCHING", "batching.enabled")] = Field(
         True, description="Dynamic batching on. Off means every request runs alone (single_request)."
     )
-    strategy: Strategy = Field(Strategy.ADAPTIVE, description="single_request, batch_optimized or adaptive.")
-    max_batch_size: int = Field(
+    strategy: Annotated[Strategy, Knob("BATCHING_STRATEGY", "strategy")] = Field(
+        Strategy.ADAPTIVE, description="single_request, batch_optimized or adaptive."
+    )
+    max_batch_size: Annotated[int, Knob("MAX_BATCH_SIZE", "batching.maxBatchSize")] = Field(
         32, ge=1, le=1024, description="Cap on requests per model call; the engine may take fewer."
     )
-    max_wait_time_ms: float = Field(
+    max_wait_time_ms: Annotated[float, Knob("MAX_WAIT_TIME_MS", "batching.maxWaitTimeMs")] = Field(
         10.0, ge=0, le=60_000, description="How long the oldest queued request may wait for a batch to fill."
     )
-    min_batch_size: int = Field(
+    min_batch_size: Annotated[int, Knob("MIN_BATCH_SIZE", "batching.minBatchSize")] = Field(
         1,
         ge=1,
         le=1024,
         description="Requests to gather before a partial batch leaves; "
         "held at most one more max_wait_time_ms.",
     )
-    max_queue_size: int = Field(
+    max_queue_size: Annotated[int, Knob("MAX_QUEUE_SIZE", "batching.maxQueueSize")] = Field(
         256, ge=1, le=1_000_000, description="Requests waiting per model before new ones get 429."
     )
-    load_threshold: float = Field(
+    load_threshold: Annotated[float, Knob("LOAD_THRESHOLD", "adaptive.loadThreshold")] = Field(
         0.7, gt=0, le=1, description="adaptive: device busy fraction above which it batches."
     )
-    latency_threshold_ms: float = Field(
-        200.0, gt=0, le=600_000, description="adaptive: p95 latency above which it never holds a batch."
+    latency_threshold_ms: Annotated[float, Knob("LATENCY_THRESHOLD_MS", "adaptive.latencyThresholdMs")] = (
+        Field(
+            200.0, gt=0, le=600_000, description="adaptive: p95 latency above which it never holds a batch."
+        )
     )
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Self:
+        """The one cross-field rule (the CRD's CEL rule says the same; a test holds them together)."""
         if self.min_batch_size > self.max_batch_size:
-            raise ValueError(
-                f"min_batch_size ({self.min_batch_size}) must be <= max_batch_size ({self.max_batch_size})"
+            raise validation.Conflict(
+                "{min_batch_size} must be <= {max_batch_size}",
+                min_batch_size=self.min_batch_size,
+                max_batch_size=self.max_batch_size,
             )
         return self
 
@@ -132,7 +159,7 @@ class BatchingConfig(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            raise ValueError(_env_error(exc)) from exc
+            raise ValueError(validation.message(exc.errors(), ENV_BY_FIELD.__getitem__)) from exc
 
     def to_env(self) -> dict[str, str]:
         """The guide's environment variables that reproduce this config (for the operator's ConfigMap)."""
@@ -143,26 +170,21 @@ class BatchingConfig(BaseModel):
         }
 
 
-ENV_BY_FIELD: dict[str, str] = {
-    "enable": "ENABLE_DYNAMIC_BATCHING",
-    "strategy": "BATCHING_STRATEGY",
-    "max_batch_size": "MAX_BATCH_SIZE",
-    "max_wait_time_ms": "MAX_WAIT_TIME_MS",
-    "min_batch_size": "MIN_BATCH_SIZE",
-    "max_queue_size": "MAX_QUEUE_SIZE",
-    "load_threshold": "LOAD_THRESHOLD",
-    "latency_threshold_ms": "LATENCY_THRESHOLD_MS",
-}
+def _knob(field: str, info: FieldInfo) -> Knob:
+    knobs = [item for item in info.metadata if isinstance(item, Knob)]
+    if len(knobs) != 1:
+        raise TypeError(f"BatchingConfig.{field} must carry one Knob (its env name and CR path)")
+    return knobs[0]
 
 
-def _env_error(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        loc = error["loc"]
-        field = str(loc[0]) if loc else ""
-        name = ENV_BY_FIELD.get(field, field or "batching config")
-        parts.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
-    return "; ".join(parts)
+KNOBS: dict[str, Knob] = {field: _knob(field, info) for field, info in BatchingConfig.model_fields.items()}
+"""Each batching field's `Knob`, in declaration order."""
+
+ENV_BY_FIELD: dict[str, str] = {field: knob.env for field, knob in KNOBS.items()}
+"""Each batching field's environment variable."""
+
+PATH_BY_FIELD: dict[str, str] = {field: knob.path for field, knob in KNOBS.items()}
+"""Each batching field's path under the BatchingPolicy's spec."""
 
 
 def _env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:

@@ -9,7 +9,7 @@ validation was bypassed.
 
 The pods' batching knobs are not redefined here: `spec.strategy`, `spec.batching` and
 `spec.adaptive` become a `serving.settings.BatchingConfig`, the one definition the pod, its
-`POST /batching/configure` and this operator share.
+`POST /batching/configure` and this operator share; each of its fields names its path in the CR.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from carpool_operator import quantity
 from serving import settings as serving_settings
+from serving import validation
 
 __all__ = [
     "DEFAULT_GPU_RESOURCE",
@@ -64,16 +65,9 @@ _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 BATCHING_FIELD_PATHS: dict[str, str] = {
-    "enable": "spec.batching.enabled",
-    "strategy": "spec.strategy",
-    "max_batch_size": "spec.batching.maxBatchSize",
-    "max_wait_time_ms": "spec.batching.maxWaitTimeMs",
-    "min_batch_size": "spec.batching.minBatchSize",
-    "max_queue_size": "spec.batching.maxQueueSize",
-    "load_threshold": "spec.adaptive.loadThreshold",
-    "latency_threshold_ms": "spec.adaptive.latencyThresholdMs",
+    field: f"spec.{path}" for field, path in serving_settings.PATH_BY_FIELD.items()
 }
-"""Where each BatchingConfig field lives in the custom resource."""
+"""Where each BatchingConfig field lives in the custom resource (declared on BatchingConfig)."""
 
 RESERVED_ENV = frozenset(
     {
@@ -240,36 +234,26 @@ def parse(spec: Mapping[str, Any], *, name: str, namespace: str) -> PolicySpec:
 
 
 def _batching(spec: Mapping[str, Any]) -> serving_settings.BatchingConfig:
-    batching = _mapping(spec.get("batching"), "spec.batching")
-    adaptive = _mapping(spec.get("adaptive"), "spec.adaptive")
-    given = {
-        "enable": batching.get("enabled"),
-        "strategy": spec.get("strategy"),
-        "max_batch_size": batching.get("maxBatchSize"),
-        "max_wait_time_ms": batching.get("maxWaitTimeMs"),
-        "min_batch_size": batching.get("minBatchSize"),
-        "max_queue_size": batching.get("maxQueueSize"),
-        "load_threshold": adaptive.get("loadThreshold"),
-        "latency_threshold_ms": adaptive.get("latencyThresholdMs"),
-    }
+    given = {field: _at(spec, path) for field, path in serving_settings.PATH_BY_FIELD.items()}
     for field, value in given.items():
         if isinstance(value, str) and field != "strategy":
             raise InvalidSpec(f"{BATCHING_FIELD_PATHS[field]} must be a number or boolean, got {value!r}")
-    values = {field: value for field, value in given.items() if value is not None}
-    defaults = serving_settings.BatchingConfig.model_validate({})
-    low = values.get("min_batch_size", defaults.min_batch_size)
-    high = values.get("max_batch_size", defaults.max_batch_size)
-    if isinstance(low, int) and isinstance(high, int) and low > high:
-        raise InvalidSpec(
-            f"spec.batching.minBatchSize ({low}) must be <= spec.batching.maxBatchSize ({high})"
-        )
     try:
-        return serving_settings.BatchingConfig.model_validate(values)
+        return serving_settings.BatchingConfig.model_validate(
+            {field: value for field, value in given.items() if value is not None}
+        )
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else ""
-        path = BATCHING_FIELD_PATHS.get(field, "spec.batching")
-        raise InvalidSpec(f"{path}: {error['msg']} (got {error.get('input')!r})") from None
+        first = exc.errors()[:1]  # like every check here, name the first field that cannot work
+        raise InvalidSpec(validation.message(first, BATCHING_FIELD_PATHS.__getitem__)) from None
+
+
+def _at(spec: Mapping[str, Any], path: str) -> Any:
+    """The value at `path` (`batching.maxBatchSize`) under spec; every object on the way checked."""
+    *objects, key = path.split(".")
+    node = spec
+    for depth, name in enumerate(objects, start=1):
+        node = _mapping(node.get(name), ".".join(("spec", *objects[:depth])))
+    return node.get(key)
 
 
 def _models(raw: Any, path: str) -> tuple[ModelRef, ...]:

@@ -9,23 +9,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from serving import errors
+from serving import errors, validation
 from serving.api import inference, schemas
-from serving.catalog import quote
 from serving.frontend import Backend
+from serving.settings import BatchingConfig
 
 __all__ = ["CONFIGURE_BODY_LIMIT", "router"]
 
 CONFIGURE_BODY_LIMIT = 16 * 1024  # a full config is about 250 bytes
 
 router = APIRouter(tags=["batching"])
-
-_CONFIGURE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": schemas.ConfigureRequest.model_json_schema()}},
-    }
-}
 
 
 def _backend(request: Request) -> Backend:
@@ -45,9 +38,7 @@ def _check_token(request: Request) -> None:
         )
 
 
-_INT_FIELDS = frozenset(
-    name for name, info in schemas.ConfigureRequest.model_fields.items() if "int" in str(info.annotation)
-)
+_INT_FIELDS = frozenset(name for name, info in BatchingConfig.model_fields.items() if info.annotation is int)
 
 
 def _integral(key: str, value: Any) -> Any:
@@ -61,7 +52,7 @@ async def batching_stats(request: Request) -> JSONResponse:
     return JSONResponse(await _backend(request).stats())
 
 
-@router.post("/batching/configure", openapi_extra=_CONFIGURE_BODY, summary="Change the batching config live")
+@router.post("/batching/configure", summary="Change the batching config live")  # body: api.openapi
 async def batching_configure(request: Request) -> JSONResponse:
     """Partial update; applies at each model's next batch; returns the new config and its hash."""
     _check_token(request)
@@ -71,7 +62,7 @@ async def batching_configure(request: Request) -> JSONResponse:
     unknown = sorted(set(data) - set(schemas.ConfigureRequest.model_fields))
     if unknown:
         raise errors.InvalidConfig(
-            f"unknown batching field {quote(unknown[0])}; "
+            f"unknown batching field {validation.quote(unknown[0])}; "
             f"known: {', '.join(schemas.ConfigureRequest.model_fields)}"
         )
     # JSON has one number type: 16.0 is the integer 16, as JSON Schema says; true and "16" are not.
@@ -79,12 +70,11 @@ async def batching_configure(request: Request) -> JSONResponse:
     try:
         schemas.ConfigureRequest.model_validate(data)  # strict types first; ranges in the pool
     except ValidationError as exc:
+        problems = validation.problems(exc.errors(include_url=False))
         raise errors.InvalidConfig(
-            "invalid batching config: " + schemas.validation_message(exc),
-            errors=[
-                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-                for e in exc.errors(include_url=False)
-            ],
+            "invalid batching config: " + "; ".join(map(str, problems)),
+            # A value of the wrong JSON type may be a long list or object: the detail quotes it, cut.
+            errors=[{"field": problem.field, "message": problem.message} for problem in problems],
         ) from None
     changes = {key: value for key, value in data.items() if value is not None}
     return JSONResponse(await _backend(request).configure(changes))

@@ -20,9 +20,9 @@ from fastapi.responses import Response
 
 from serving import errors
 from serving.api import responses, schemas
-from serving.catalog import quote
 from serving.frontend import Backend
 from serving.settings import BODY_IDLE_TIMEOUT_S
+from serving.validation import quote
 
 __all__ = [
     "ENDPOINTS",

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
-from serving import errors
-from serving.catalog import quote
-from serving.settings import Strategy
+from serving import errors, validation
+from serving.settings import BatchingConfig
 
 __all__ = [
     "MAX_TIMEOUT_MS",
@@ -45,31 +46,33 @@ class PredictRequest(BaseModel):
     )
 
 
-class ConfigureRequest(BaseModel):
-    """A partial update of the batching config: fields left out keep their value."""
+def _partial(info: FieldInfo) -> Any:
+    """A `BatchingConfig` field as an optional field of a partial update: its type only (the
+    ranges and the min <= max rule are `BatchingConfig`'s, checked when the update is applied).
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: true is not 1, "16" is not 16, "yes" is not true (the env vars are parsed leniently,
+    as text; a JSON client says what it means). A strategy is matched by its value.
+    """
+    kind = info.annotation
+    assert kind is not None
+    enum = isinstance(kind, type) and issubclass(kind, Enum)
+    return (kind | None, Field(None, strict=not enum, description=info.description))
 
-    # Strict: true is not 1, "16" is not 16, "yes" is not true (the env vars are parsed leniently,
-    # as text; a JSON client says what it means).
-    enable: StrictBool | None = None
-    strategy: Strategy | None = None
-    max_batch_size: StrictInt | None = None
-    max_wait_time_ms: float | None = Field(None, strict=True)
-    min_batch_size: StrictInt | None = None
-    max_queue_size: StrictInt | None = None
-    load_threshold: float | None = Field(None, strict=True)
-    latency_threshold_ms: float | None = Field(None, strict=True)
+
+ConfigureRequest: type[BaseModel] = create_model(
+    "ConfigureRequest",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A partial update of the batching config: fields left out keep their value.",
+    **{name: _partial(info) for name, info in BatchingConfig.model_fields.items()},
+)
+"""The body of POST /batching/configure, derived from `BatchingConfig`'s fields."""
 
 
 def validation_message(exc: ValidationError, prefix: str = "") -> str:
     """`text: Field required; models.0: Input should be a valid string (got 3)`."""
-    parts = []
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in (*((prefix,) if prefix else ()), *error["loc"]))
-        value = "" if error["type"] == "missing" else f" (got {quote(error.get('input'))})"
-        parts.append(f"{where or 'body'}: {error['msg']}{value}")
-    return "; ".join(parts)
+    return validation.message(
+        exc.errors(include_url=False), lambda where: ".".join(filter(None, (prefix, where)))
+    )
 
 
 def parse_json(raw: bytes) -> Any:

@@ -17,6 +17,7 @@ import celpy
 import jsonschema
 import pytest
 import yaml
+from pydantic.fields import FieldInfo
 
 from carpool_operator import spec as policy_spec
 from serving import settings as serving_settings
@@ -112,20 +113,100 @@ def test_printer_columns_read_fields_the_schema_has() -> None:
             assert json_path in paths, f"column {name} reads {json_path}, which the schema lacks"
 
 
+def _knob_node(path: str) -> Mapping[str, Any]:
+    node: Mapping[str, Any] = SCHEMA["properties"]["spec"]
+    for name in path.split("."):
+        assert name in (node.get("properties") or {}), f"the CRD has no spec.{path}"
+        node = node["properties"][name]
+    return node
+
+
+def _bounds(info: FieldInfo) -> dict[str, Any]:
+    """The JSON-Schema bounds (Kubernetes' Draft 4 dialect) of a BatchingConfig field."""
+    bounds: dict[str, Any] = {}
+    for rule in info.metadata:
+        if getattr(rule, "ge", None) is not None:
+            bounds["minimum"] = rule.ge
+        if getattr(rule, "gt", None) is not None:
+            bounds.update(minimum=rule.gt, exclusiveMinimum=True)
+        if getattr(rule, "le", None) is not None:
+            bounds["maximum"] = rule.le
+    return bounds
+
+
+@pytest.mark.parametrize("field", list(serving_settings.KNOBS))
+def test_each_knob_is_in_the_crd_at_its_declared_path_with_its_type_bounds_and_default(field: str) -> None:
+    info = serving_settings.BatchingConfig.model_fields[field]
+    node = _knob_node(serving_settings.PATH_BY_FIELD[field])
+    kind: dict[Any, str] = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        serving_settings.Strategy: "string",
+    }
+    assert node["type"] == kind[info.annotation]
+    if info.annotation is serving_settings.Strategy:
+        assert node["enum"] == [strategy.value for strategy in serving_settings.Strategy]
+    assert {key: node[key] for key in ("minimum", "maximum", "exclusiveMinimum") if key in node} == _bounds(
+        info
+    )
+    assert (
+        node["default"] == serving_settings.BatchingConfig.model_validate({}).model_dump(mode="json")[field]
+    )
+    assert policy_spec.BATCHING_FIELD_PATHS[field] == f"spec.{serving_settings.PATH_BY_FIELD[field]}"
+
+
+def test_the_crd_has_no_batching_knob_the_pod_lacks() -> None:
+    spec_schema = SCHEMA["properties"]["spec"]["properties"]
+    in_crd = {"strategy"} | {
+        f"{section}.{name}"
+        for section in ("batching", "adaptive")
+        for name in spec_schema[section]["properties"]
+    }
+    assert in_crd == set(serving_settings.PATH_BY_FIELD.values())
+
+
+@pytest.mark.parametrize(
+    ("low", "high"), [(1, 1), (8, 16), (16, 8), (2, 1), (1024, 1024), (64, None), (None, 0)]
+)
+def test_the_crds_min_max_rule_is_the_pods(low: int | None, high: int | None) -> None:
+    batching = {
+        key: value for key, value in (("minBatchSize", low), ("maxBatchSize", high)) if value is not None
+    }
+    refused_by_crd = bool(admission_errors(_policy(batching=batching)))
+    try:
+        policy_spec.parse({"batching": batching}, name="p", namespace="default")
+        refused_by_operator = False
+    except policy_spec.InvalidSpec:
+        refused_by_operator = True
+    assert refused_by_crd == refused_by_operator
+
+
+def test_the_operator_reads_each_knob_at_its_declared_path() -> None:
+    wanted = {
+        "enable": False,
+        "strategy": "batch_optimized",
+        "max_batch_size": 16,
+        "max_wait_time_ms": 2.5,
+        "min_batch_size": 4,
+        "max_queue_size": 99,
+        "load_threshold": 0.25,
+        "latency_threshold_ms": 75.0,
+    }
+    spec: dict[str, Any] = {}
+    for field, path in serving_settings.PATH_BY_FIELD.items():
+        *objects, key = path.split(".")
+        node = spec
+        for name in objects:
+            node = node.setdefault(name, {})
+        node[key] = wanted[field]
+    assert admission_errors(_policy(**spec)) == []
+    parsed = policy_spec.parse(spec, name="p", namespace="default")
+    assert parsed.batching.model_dump(mode="json") == wanted
+
+
 def test_defaults_are_those_of_the_operator_and_the_pod() -> None:
     spec_schema = SCHEMA["properties"]["spec"]["properties"]
-    pod = serving_settings.BatchingConfig.model_validate({})
-    batching = {name: node.get("default") for name, node in spec_schema["batching"]["properties"].items()}
-    adaptive = {name: node.get("default") for name, node in spec_schema["adaptive"]["properties"].items()}
-    assert spec_schema["strategy"]["default"] == pod.strategy
-    assert batching == {
-        "enabled": pod.enable,
-        "maxBatchSize": pod.max_batch_size,
-        "maxWaitTimeMs": pod.max_wait_time_ms,
-        "minBatchSize": pod.min_batch_size,
-        "maxQueueSize": pod.max_queue_size,
-    }
-    assert adaptive == {"loadThreshold": pod.load_threshold, "latencyThresholdMs": pod.latency_threshold_ms}
     serving = spec_schema["serving"]["properties"]
     assert serving["replicas"]["default"] == policy_spec.ServingSpec().replicas
     assert serving["port"]["default"] == policy_spec.ServingSpec().port

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic.fields import FieldInfo
 
-from serving.settings import BatchingConfig, ServerSettings
+from serving import settings as settings_module
+from serving.settings import ENV_BY_FIELD, KNOBS, BatchingConfig, ServerSettings
 
 pytestmark = pytest.mark.unit
 
@@ -142,3 +144,85 @@ def test_the_request_timeout_default_is_read_and_checked() -> None:
     assert ServerSettings.from_env({"CARPOOL_REQUEST_TIMEOUT_MS": "1500"}).request_timeout_ms == 1500
     with pytest.raises(ValueError, match="request_timeout_ms"):
         ServerSettings.from_env({"CARPOOL_REQUEST_TIMEOUT_MS": "0"})
+
+
+# -- the batching knobs: one declaration (a Knob on each BatchingConfig field), read everywhere ----
+
+ROOT = Path(__file__).resolve().parents[2]
+KNOB_VALUES = {  # a value other than the default, as a JSON client, the environment and a CR write it
+    "enable": (False, "false"),
+    "strategy": ("batch_optimized", "batch_optimized"),
+    "max_batch_size": (16, "16"),
+    "max_wait_time_ms": (2.5, "2.5"),
+    "min_batch_size": (4, "4"),
+    "max_queue_size": (99, "99"),
+    "load_threshold": (0.25, "0.25"),
+    "latency_threshold_ms": (75.0, "75"),
+}
+
+
+def test_the_guides_variable_names_are_the_knobs_declared_env_names() -> None:
+    assert list(ENV_BY_FIELD.items()) == [(field, knob.env) for field, knob in KNOBS.items()]
+    assert list(KNOBS) == list(BatchingConfig.model_fields)
+    assert sorted(ENV_BY_FIELD.values()) == sorted(  # DESIGN.md's names: a contract
+        [
+            "ENABLE_DYNAMIC_BATCHING",
+            "BATCHING_STRATEGY",
+            "MAX_BATCH_SIZE",
+            "MAX_WAIT_TIME_MS",
+            "MIN_BATCH_SIZE",
+            "MAX_QUEUE_SIZE",
+            "LOAD_THRESHOLD",
+            "LATENCY_THRESHOLD_MS",
+        ]
+    )
+    assert set(KNOB_VALUES) == set(KNOBS)
+
+
+@pytest.mark.parametrize("field", list(KNOBS))
+def test_each_knob_is_read_from_its_variable_and_written_back_to_it(field: str) -> None:
+    value, raw = KNOB_VALUES[field]
+    config = BatchingConfig.from_env({KNOBS[field].env: raw})
+    assert config.model_dump(mode="json")[field] == value
+    assert BatchingConfig.from_env(config.to_env()) == config
+    assert config.to_env()[KNOBS[field].env] == (
+        str(value).lower() if isinstance(value, bool) else str(value)
+    )
+
+
+def test_min_above_max_is_refused_in_the_variables_names() -> None:
+    with pytest.raises(ValueError) as caught:
+        BatchingConfig.from_env({"MIN_BATCH_SIZE": "4", "MAX_BATCH_SIZE": "2"})
+    assert "MIN_BATCH_SIZE (4) must be <= MAX_BATCH_SIZE (2)" in str(caught.value)
+    with pytest.raises(ValueError, match=r"LOAD_THRESHOLD: .* \(got 'x{60}'\.\.\. \(100 characters\)\)"):
+        BatchingConfig.from_env({"LOAD_THRESHOLD": "x" * 100})
+
+
+def test_every_field_must_carry_a_knob() -> None:
+    with pytest.raises(TypeError, match="must carry one Knob"):
+        settings_module._knob("orphan", FieldInfo(annotation=int, default=1))
+
+
+def _doc_rows(path: Path) -> dict[str, list[str]]:
+    rows = {}
+    for line in path.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 2:
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_the_docs_environment_table_lists_each_knob_with_its_default() -> None:
+    rows = _doc_rows(ROOT / "docs" / "serving.md")
+    defaults = BatchingConfig.model_validate({}).to_env()
+    for field, knob in KNOBS.items():
+        assert knob.env in rows, f"docs/serving.md's environment table lacks {knob.env} ({field})"
+        assert rows[knob.env][0].strip("`") in (defaults[knob.env], defaults[knob.env].removesuffix(".0"))
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"`{knob.env}`" in readme for knob in KNOBS.values())
+
+
+def test_the_docs_name_the_configure_fields_in_their_order() -> None:
+    text = " ".join((ROOT / "docs" / "serving.md").read_text().split())
+    listed = ", ".join(f"`{field}`" for field in list(KNOBS)[:-1]) + f", `{list(KNOBS)[-1]}`"
+    assert f"`/batching/configure` takes any subset of {listed}" in text
