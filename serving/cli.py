@@ -17,9 +17,9 @@ from pathlib import Path
 __all__ = ["main"]
 
 SUBCOMMANDS = {
-    "train": ("serving.training.command", "fine-tune a base model into <name>_trained", "serving"),
+    "train": ("carpool_train.command", "fine-tune a base model into <name>_trained", "serving"),
     "bench": (
-        "serving.bench.command",
+        "carpool_bench.command",
         "load-test a Carpool URL across strategies and concurrency",
         "serving",
     ),

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from serving.bench import command, reference, report, server
+from carpool_bench import command, reference, report, server
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving.bench import report
+from carpool_bench import report
 
 __all__ = ["write_plot"]
 
