@@ -183,7 +183,7 @@ import sys
 for name in BLOCKED:
     sys.modules[name] = None
 from carpool_operator import command, settings
-from serving import cli
+from carpool import cli
 
 command.build(settings.OperatorConfig())
 try:

@@ -13,9 +13,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from carpool import cli
 from carpool_train import card as cards
 from carpool_train import command, metrics, trainer
-from serving import cli
 from serving.models import onnx
 from tests.support import tinybert
 

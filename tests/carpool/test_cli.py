@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serving import cli
+from carpool import cli
 
 pytestmark = pytest.mark.unit
 
@@ -78,7 +78,7 @@ def test_other_subcommands_get_the_rest_of_the_command_line(
 def test_carpool_operator_never_imports_torch() -> None:
     script = (
         "import sys\n"
-        "from serving.cli import main\n"
+        "from carpool.cli import main\n"
         "try:\n    main(['operator', '--help'])\n"
         "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
         "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
@@ -94,3 +94,13 @@ def test_carpool_operator_never_imports_torch() -> None:
         check=True,
     )
     assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"]], ids=["bare", "serve"])
+def test_python_m_serving_is_carpool_serve(argv: list[str]) -> None:
+    """The pod's own entry point (what `carpool bench --spawn` and the tests start) keeps serving."""
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", *argv], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: carpool serve") and "--models-dir" in result.stdout
