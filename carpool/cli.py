@@ -52,8 +52,8 @@ class Command:
 
 COMMANDS = {
     "serve": Command(_serve, "serve models over HTTP with dynamic batching", "serving"),
-    "train": Command(_train, "fine-tune a base model into <name>_trained", "serving"),
-    "bench": Command(_bench, "load-test a Carpool URL across strategies and concurrency", "serving"),
+    "train": Command(_train, "fine-tune a base model into <name>_trained", "tools"),
+    "bench": Command(_bench, "load-test a Carpool URL across strategies and concurrency", "tools"),
     "operator": Command(_operator, "run the Kubernetes operator (Kopf)", "operator"),
 }
 

@@ -1,10 +1,13 @@
-"""The `carpool` command: its subcommands, `serve`'s checks, and lazy dispatch."""
+"""The `carpool` command: its subcommands, `serve`'s checks, lazy dispatch, and the extra a command lacks."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,34 @@ def test_python_m_serving_is_carpool_serve(argv: list[str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: carpool serve") and "--models-dir" in result.stdout
+
+
+def _tools_own_modules() -> set[str]:
+    """The import names of what the `tools` extra installs beyond the `serving` one."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\[<>=!~ ;]", text)[0].lower().replace("_", "-") for text in requirements}
+
+    own = names(extras["tools"]) - names(extras["serving"]) - {"carpool"}
+    return {
+        module
+        for module, distributions in importlib.metadata.packages_distributions().items()
+        if any(distribution.lower().replace("_", "-") in own for distribution in distributions)
+    }
+
+
+def test_bench_without_the_tools_extra_names_it_before_running() -> None:
+    blocked = _tools_own_modules()
+    assert "matplotlib" in blocked
+    script = f"import sys\nfor name in {sorted(blocked)!r}:\n    sys.modules[name] = None\n" + (
+        "from carpool import cli\nsys.exit(cli.main(['bench', '--url', 'http://127.0.0.1:9']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "carpool bench: cannot import 'matplotlib' (No module named 'matplotlib'). "
+        "Install the 'tools' extra: pip install 'carpool[tools]'"
+    ]
