@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[serving,operator,test]'
+	$(BIN)/pip install --quiet -e '.[serving,tools,operator,test]'
 	touch $@
 
 # Debian packages the integration tests run for real: Prometheus and the `hey` load generator.

@@ -1,5 +1,8 @@
-"""`python -m serving ...` is the `carpool` command."""
+"""`python -m serving [serve] [FLAGS]` is `carpool serve`: the pod alone, without the other commands."""
 
-from serving.cli import main
+import sys
 
-raise SystemExit(main())
+from serving import command
+
+argv = sys.argv[1:]
+raise SystemExit(command.main(argv[1:] if argv[:1] == ["serve"] else argv))

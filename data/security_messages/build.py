@@ -17,11 +17,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE.parents[1] / "tools"))
 
 import compose  # noqa: E402
 
-from serving.training import dataset  # noqa: E402
+from carpool_train import dataset  # noqa: E402
 
 SEED = 20240611
 TEST_FRACTION = 0.2

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.charts import rendering
 
@@ -183,7 +185,7 @@ import sys
 for name in BLOCKED:
     sys.modules[name] = None
 from carpool_operator import command, settings
-from serving import cli
+from carpool import cli
 
 command.build(settings.OperatorConfig())
 try:
@@ -195,7 +197,7 @@ sys.exit(code)
 
 
 def test_the_operator_runs_without_the_serving_extra() -> None:
-    """What `pip install '.[operator]'` leaves out (torch, transformers, fastapi...) is never imported."""
+    """What `pip install '.[operator]'` leaves out (torch, fastapi, matplotlib...) is never imported."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
     def names(requirements: list[str]) -> set[str]:
@@ -203,8 +205,10 @@ def test_the_operator_runs_without_the_serving_extra() -> None:
             re.split(r"[\[<>=!~ ;]", requirement)[0].lower().replace("_", "-") for requirement in requirements
         }
 
-    left_out = names(project["optional-dependencies"]["serving"]) - names(
-        project["dependencies"] + project["optional-dependencies"]["operator"]
+    extras = project["optional-dependencies"]
+    # (the tools' extra names the serving one as carpool[serving]: the distribution itself stays)
+    left_out = names(extras["serving"] + extras["tools"]) - names(
+        ["carpool", *project["dependencies"], *extras["operator"]]
     )
     blocked = sorted(
         module
@@ -223,6 +227,52 @@ def test_the_operator_runs_without_the_serving_extra() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--liveness" in result.stdout
+
+
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def _installed_closure(requirements: list[str]) -> set[str]:
+    """Every distribution that installing `requirements` brings, read from what is installed here."""
+    found: set[str] = set()
+    seen: set[tuple[str, str]] = set()
+    pending = [Requirement(text) for text in requirements]
+    while pending:
+        requirement = pending.pop()
+        name = canonicalize_name(requirement.name)
+        found.add(name)
+        for extra in ("", *sorted(requirement.extras)):
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            if name == "carpool":
+                below = [*PROJECT["dependencies"], *PROJECT["optional-dependencies"].get(extra, [])]
+            else:
+                below = [
+                    text
+                    for text in importlib.metadata.requires(name) or []
+                    if (marker := Requirement(text).marker) is None or marker.evaluate({"extra": extra})
+                ]
+            pending.extend(Requirement(text) for text in below)
+    return found
+
+
+def test_the_serving_image_installs_the_pod_without_the_tools() -> None:
+    """`pip install '.[serving]'` pulls none of the tools' own requirements, and tools/ is not copied."""
+    extras = PROJECT["optional-dependencies"]
+    tools_own = {canonicalize_name(Requirement(text).name) for text in extras["tools"]} - {"carpool"}
+    assert "carpool[serving]" in extras["tools"], "the tools import the pod, so their extra brings its own"
+    serving = _installed_closure(["carpool[serving]"])
+    assert {"torch", "fastapi", "onnxruntime"} <= serving  # the walk reaches through the extras
+    assert "matplotlib" in tools_own and "matplotlib" in _installed_closure(["carpool[tools]"])
+    # tqdm is transformers' own requirement too (its progress bars), so it is in the image anyway;
+    # the tools declare it because they import it.
+    assert tools_own & serving == {"tqdm"}
+    for dockerfile in DOCKERFILES:
+        _, found = stages(dockerfile)
+        sources = {src.rstrip("/") for copy in found[0].all("COPY") for src in copy.split()[:-1]}
+        assert "tools" not in sources and "." not in sources, (dockerfile, sources)
+        assert not [run for run in found[0].all("RUN") if "tools" in run], dockerfile
 
 
 def test_the_chart_tags_the_images_with_the_distribution_version() -> None:

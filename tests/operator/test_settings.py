@@ -99,7 +99,7 @@ def test_a_bad_setting_stops_the_command_with_a_clear_error(
 def test_carpool_operator_help_runs_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = sys.modules['transformers'] = None\n"
-        "from serving import cli; sys.exit(cli.main(['operator', '--help']))"
+        "from carpool import cli; sys.exit(cli.main(['operator', '--help']))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

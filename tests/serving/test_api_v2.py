@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from carpool_bench import server
 from serving import app as app_module
 from serving.api import inference, v2
-from serving.bench import server
 from serving.metrics import Metrics
 from serving.pool import ModelPool
 from serving.settings import BatchingConfig

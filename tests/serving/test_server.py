@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from serving.bench import texts as bench_texts
+from carpool_bench import texts as bench_texts
 from tests.support import tinybert
 from tests.support.pods import ServingPod, refused_start
 

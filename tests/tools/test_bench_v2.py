@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.bench import command, loadgen, server, v2
+from carpool_bench import command, loadgen, server, v2
 from tests.support.pods import REPO_ROOT, ServingPod
 
 pytestmark = pytest.mark.integration

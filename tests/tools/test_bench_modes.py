@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.bench import command, overload
+from carpool_bench import command, overload
 from tests.support.pods import ServingPod
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.bench import command
+from carpool_bench import command
 from tests.support.pods import free_port
 
 pytestmark = pytest.mark.unit

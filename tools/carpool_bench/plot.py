@@ -3,18 +3,24 @@
 Each point is the median over the rounds, its bar the lowest and highest round. The raw-model
 references (their medians) are drawn as horizontal lines, so each strategy is read against the
 machine's ceiling for this traffic and against the model alone at batch size 1. matplotlib is
-imported here only, with the Agg backend: the bench needs no display.
+imported here only, with the Agg backend: the bench needs no display. It is imported when the plot is
+drawn, but looked for when the bench starts: without the `tools` extra, `carpool bench` stops at once
+with one line naming it rather than after the whole run.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving.bench import report
+from carpool_bench import report
 
 __all__ = ["write_plot"]
+
+if importlib.util.find_spec("matplotlib") is None:
+    raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
 
 
 def _bars(spreads: Sequence[report.Spread]) -> list[list[float]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from serving.bench import loadgen, server
+from carpool_bench import loadgen, server
 
 __all__ = ["AS_SERVED", "TextInput", "V2Server", "encode_requests", "text_input"]
 

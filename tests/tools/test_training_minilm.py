@@ -17,9 +17,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from carpool_train import card as cards
+from carpool_train import command, metrics, trainer
 from serving.models import onnx
-from serving.training import card as cards
-from serving.training import command, metrics, trainer
 from tests.support.pods import ServingPod
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from carpool_bench import loadgen, modes, plot, reference, report, rounds, runner, server, texts, tiny, v2
 from serving import settings
-from serving.bench import loadgen, modes, plot, reference, report, rounds, runner, server, texts, tiny, v2
 
 __all__ = ["build_parser", "main"]
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from serving.bench import loadgen, reference, report, rounds, server, v2
+from carpool_bench import loadgen, reference, report, rounds, server, v2
 
 __all__ = ["CellSettings", "Clock", "Measured", "run"]
 

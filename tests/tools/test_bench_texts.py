@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from serving.bench import texts
+from carpool_bench import texts
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from serving.bench import report, rounds
+from carpool_bench import report, rounds
 
 pytestmark = pytest.mark.unit
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from serving import cli
+from carpool import cli
+from carpool_train import card as cards
+from carpool_train import command, metrics, trainer
 from serving.models import onnx
-from serving.training import card as cards
-from serving.training import command, metrics, trainer
 from tests.support import tinybert
 
 pytestmark = pytest.mark.unit
@@ -284,7 +284,7 @@ def test_bad_numbers_are_refused_by_the_parser(
 def test_help_and_argument_errors_answer_without_loading_torch() -> None:
     script = (
         "import sys\n"
-        "from serving.training import command\n"
+        "from carpool_train import command\n"
         "code = command.main(['--base', 'no-such-model'])\n"
         "print(code, 'torch' in sys.modules)\n"
     )

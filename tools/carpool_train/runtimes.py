@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from serving.training import metrics
+from carpool_train import metrics
 
 __all__ = ["RUNTIMES", "evaluate_runtimes"]
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from serving.bench import overload, server
+from carpool_bench import overload, server
 
 __all__ = ["run"]
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 
-from serving.bench import loadgen
+from carpool_bench import loadgen
 from tests.support.pods import free_port
 
 

@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from serving.bench import report
+from carpool_bench import report
 
 __all__ = ["Step", "median_references", "references_at", "schedule"]
 

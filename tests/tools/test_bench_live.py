@@ -19,7 +19,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.bench import command, loadgen, server
+from carpool_bench import command, loadgen, server
 from tests.support.pods import ServingPod
 
 pytestmark = pytest.mark.integration

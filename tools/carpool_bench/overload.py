@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.bench import loadgen
+from carpool_bench import loadgen
 
 __all__ = ["OverloadResult", "SoakSlice", "overload_storm", "soak_summary"]
 

@@ -18,8 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from serving.training import card as cards
-from serving.training import dataset, metrics, runtimes
+from carpool_train import card as cards
+from carpool_train import dataset, metrics, runtimes
 
 __all__ = ["build_parser", "main", "resolve_base"]
 
@@ -192,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
         # soon as another process wants the cores (measured on 2 cores); sleeping ones do not.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from serving.training import trainer  # torch and transformers: only now that the arguments are good
+    from carpool_train import trainer  # torch and transformers: only now that the arguments are good
 
     device = trainer.resolve_device(args.device)
     config = trainer.TrainConfig(

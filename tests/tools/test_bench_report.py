@@ -10,8 +10,8 @@ import math
 
 import pytest
 
+from carpool_bench import command, reference, report, server
 from serving import percentiles
-from serving.bench import command, reference, report, server
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.training import dataset
+from carpool_train import dataset
 
 pytestmark = pytest.mark.unit
 

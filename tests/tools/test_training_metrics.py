@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.training import metrics
+from carpool_train import metrics
 
 pytestmark = pytest.mark.unit
 
