@@ -1,49 +1,62 @@
-"""The autoscaling timer: Prometheus in, `scaling.decide()`, the Deployment's replicas out.
+"""One autoscaling pass of a BatchingPolicy: Prometheus in, `scaling.decide()`, replicas out.
 
-Why a timer of its own rather than part of the reconcile pass: it runs only for policies with
-`spec.autoscaling.enabled` (Kopf starts and stops it as the flag changes), at its own pace
-(`OperatorConfig.autoscale_interval_s`, HPA's sync period), and its failures (Prometheus down)
-must never hold back a config push, nor the reverse.
+Why a pass of its own rather than part of the reconcile pass: it runs only for policies with
+`spec.autoscaling.enabled` (Kopf starts and stops its timer, declared in `handlers`, as the flag
+changes), at its own pace (`OperatorConfig.autoscale_interval_s`, HPA's sync period), and its
+failures (Prometheus down) must never hold back a config push, nor the reverse.
 
-Each pass:
+Each pass, like `reconciler.reconcile`, is a few named steps:
 
-1. reads the Deployment's `spec.replicas` (none yet: the first reconcile has not created it, so
-   the pass waits for the next tick);
-2. runs the policy's query (`prometheus.query_value`); any failure means "no metric", never a
-   guessed number;
-3. calls the pure `scaling.decide()` with the in-memory stabilization history of the policy;
-4. patches the Deployment's replicas when the decision changes them, with an Event saying why;
-5. records desiredReplicas, queueSize, lastScaleTime and the MetricsAvailable and Scaling
-   conditions, then raises `kopf.TemporaryError` when the metric was missing, so that Kopf
-   retries with back-off.
+1. `_policy`: parse the spec (an invalid one stops here: the reconciler reports it);
+2. `_current_replicas`: the Deployment's `spec.replicas` (none yet: the first reconcile has not
+   created it, so the pass waits for the next tick);
+3. `_queue_size`: the policy's query (`prometheus.query_value`); any failure means "no metric",
+   never a guessed number;
+4. `scaling.decide()`, with the in-memory stabilization history of the policy;
+5. `_scale`: the Deployment's replicas patched when the decision changes them, with an Event
+   saying why;
+6. `_outcome`: desiredReplicas, queueSize, lastScaleTime and the MetricsAvailable and Scaling
+   conditions (built by `conditions`), and the metric's failure, if any, for which the handler
+   retries with back-off (a Warning Event posts each distinct failure once).
 
-The stabilization history lives in Kopf's per-object memo: deleting the policy drops it, and the
-timer's start (operator start, autoscaling switched on) starts it over (`_start_windows`).
-The autoscaler's status is written by a patch function that first checks, on the freshest body,
-that autoscaling is still on, so a pass that races with switching it off writes nothing.
-Switching it off clears that status and posts one Event. The `autoscaling-switch` handler looks
-at the body (autoscaling off, the autoscaler's fields still there) as well as at the old value, so
-it also acts when the switch arrives while Kopf still counts the policy as being created.
+The handler writes the outcome on the freshest body, and only while autoscaling is still on
+there, so a pass that races with switching it off writes nothing. `switched_off` is the other
+half: it posts one Event and tells the handler whether the autoscaler's status is still there
+to clear. It looks at the body (autoscaling off, the autoscaler's fields still there) as well as
+at the old value, so it also acts when the switch arrives while Kopf still counts the policy as
+being created.
+
+The stabilization history lives in `AutoscalerState`, in Kopf's per-object memo: deleting the
+policy drops it, and the timer's start (operator start, autoscaling switched on) starts it over.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 import kopf
 
 from carpool_operator import conditions, kube, prometheus, scaling, settings, spec
 
-__all__ = ["AutoscalerState", "register", "retry_delay", "run_pass", "state_of"]
+__all__ = [
+    "STATUS_FIELDS",
+    "AutoscalerState",
+    "KubernetesFailed",
+    "Outcome",
+    "autoscale",
+    "left_over",
+    "switched_off",
+]
 
-_STATUS_FIELDS = ("desiredReplicas", "queueSize")
-_TYPES = (conditions.Type.METRICS_AVAILABLE, conditions.Type.SCALING)
+STATUS_FIELDS = ("desiredReplicas", "queueSize")
+"""The autoscaler's status fields that switching it off removes (lastScaleTime stays, as history)."""
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 @dataclasses.dataclass
@@ -64,16 +77,84 @@ class AutoscalerState:
     writer has already dropped the autoscaler's status fields by the time the switch is handled."""
 
 
-def state_of(memo: MutableMapping[str, Any]) -> AutoscalerState:
-    state = memo.get("carpool_autoscaler")
-    if not isinstance(state, AutoscalerState):
-        state = memo["carpool_autoscaler"] = AutoscalerState()
-    return state
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a pass found: status fields to write (None: remove the field), conditions to set, and
+    the metric's failure, if any (the handler then retries with back-off)."""
+
+    status: dict[str, Any]
+    conditions: tuple[conditions.Condition, ...]
+    failure: str | None = None
 
 
-def _enabled(spec_: Mapping[str, Any] | None) -> bool:
-    autoscaling = (spec_ or {}).get("autoscaling")
-    return isinstance(autoscaling, Mapping) and autoscaling.get("enabled") is True
+class KubernetesFailed(Exception):
+    """A call to the Kubernetes API failed; the message says which (the handler retries)."""
+
+
+async def autoscale(
+    api: kube.Api,
+    config: settings.OperatorConfig,
+    body: kopf.Body,
+    state: AutoscalerState,
+    *,
+    now: float,
+    logger: Logger | None = None,
+) -> Outcome | None:
+    """One autoscaling pass (see the module's docstring); `now` is monotonic. None: nothing to do
+    yet. Raises KubernetesFailed when the Deployment cannot be read or scaled."""
+    log = logger or logging.getLogger(__name__)
+    state.ran = True
+    policy = _policy(body, log)
+    if policy is None or policy.autoscaling.prometheus_url is None:
+        return None
+    current = await _current_replicas(api, policy, log)
+    if current is None:
+        return None
+    query = prometheus.render_query(policy.autoscaling.query, namespace=policy.namespace, policy=policy.name)
+    queue, failure = await _queue_size(config, policy.autoscaling.prometheus_url, query)
+    decision = scaling.decide(
+        now=now, current=current, queue_total=queue, params=_params(policy.autoscaling), history=state.history
+    )
+    state.history = decision.history
+    scaled_at = await _scale(api, body, policy, decision, log) if decision.changed else None
+    return _outcome(state, body, query, queue, failure, decision, scaled_at)
+
+
+def _policy(body: kopf.Body, log: Logger) -> spec.PolicySpec | None:
+    """The policy, when it parses and autoscaling is on."""
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    try:
+        policy = spec.parse(body.get("spec") or {}, name=name, namespace=namespace)
+    except spec.InvalidSpec as exc:
+        log.debug("not autoscaling an invalid spec (the reconciler reports it): %s", exc)
+        return None
+    return policy if policy.autoscaling.enabled else None
+
+
+async def _current_replicas(api: kube.Api, policy: spec.PolicySpec, log: Logger) -> int | None:
+    """The Deployment's replicas; None while it does not exist yet."""
+    try:
+        deployment = await api.get(kube.DEPLOYMENTS, policy.namespace, policy.name)
+    except kube.NotFound:
+        log.debug(
+            "Deployment %s/%s does not exist yet; autoscaling waits for it", policy.namespace, policy.name
+        )
+        return None
+    except (kube.ApiError, httpx.HTTPError) as exc:
+        raise KubernetesFailed(f"Kubernetes API: {exc}") from exc
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    return replicas if isinstance(replicas, int) else 1  # the API server's default
+
+
+async def _queue_size(
+    config: settings.OperatorConfig, url: str, query: str
+) -> tuple[float | None, prometheus.PrometheusError | None]:
+    """The query's one value, or why there is none."""
+    try:
+        timeout_s = min(prometheus.DEFAULT_TIMEOUT_S, config.autoscale_interval_s)
+        return await prometheus.query_value(url, query, timeout_s=timeout_s), None
+    except prometheus.PrometheusError as exc:
+        return None, exc
 
 
 def _params(autoscaling: spec.AutoscalingSpec) -> scaling.ScalingParams:
@@ -86,218 +167,92 @@ def _params(autoscaling: spec.AutoscalingSpec) -> scaling.ScalingParams:
     )
 
 
-def retry_delay(config: settings.OperatorConfig, retry: int) -> float:
-    """Back-off after a failed pass: the pass interval, doubling, up to retry_max_delay_s."""
-    interval = config.autoscale_interval_s
-    return float(min(interval * 2 ** min(retry, 30), max(interval, config.retry_max_delay_s)))
-
-
-def _status_writer(
-    fields: Mapping[str, Any], updates: tuple[conditions.Condition, ...]
-) -> Callable[[MutableMapping[str, Any]], None]:
-    """A patch function: the autoscaler's status, written only while autoscaling is still on."""
-    set_conditions = conditions.updater(updates)
-
-    def apply(body: MutableMapping[str, Any]) -> None:
-        if not _enabled(body.get("spec")):
-            return
-        set_conditions(body)
-        status = body["status"]
-        for key, value in fields.items():
-            if value is None:
-                status.pop(key, None)
-            else:
-                status[key] = value
-
-    return apply
-
-
-def _left_over(body: Mapping[str, Any]) -> bool:
-    """Whether autoscaling is off while the status still carries the autoscaler's fields."""
-    if _enabled(body.get("spec")):
-        return False
-    status = body.get("status")
-    if not isinstance(status, Mapping):
-        return False
-    found = status.get("conditions")
-    conditions_ = found if isinstance(found, list) else []
-    return any(key in status for key in _STATUS_FIELDS) or any(
-        isinstance(c, Mapping) and c.get("type") in _TYPES for c in conditions_
-    )
-
-
-def _clear_status(body: MutableMapping[str, Any]) -> None:
-    """A patch function: the autoscaler's status and conditions removed (autoscaling is off)."""
-    if not _left_over(body):
-        return
-    status = body["status"]
-    for key in _STATUS_FIELDS:
-        status.pop(key, None)
-    if isinstance(status.get("conditions"), list):
-        status["conditions"] = [c for c in status["conditions"] if c.get("type") not in _TYPES]
-
-
-async def run_pass(
-    api: kube.Api,
-    config: settings.OperatorConfig,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    state: AutoscalerState,
-    *,
-    now: float,
-    retry: int = 0,
-    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
-) -> scaling.Decision | None:
-    """One autoscaling pass over a policy (see the module's docstring); `now` is monotonic."""
-    log = logger or logging.getLogger(__name__)
-    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    generation = body["metadata"].get("generation")
+async def _scale(
+    api: kube.Api, body: kopf.Body, policy: spec.PolicySpec, decision: scaling.Decision, log: Logger
+) -> str:
+    """Patch the Deployment's replicas to the decision's, with an Event; return when (status time)."""
     try:
-        policy = spec.parse(body.get("spec") or {}, name=name, namespace=namespace)
-    except spec.InvalidSpec as exc:
-        log.debug("not autoscaling an invalid spec (the reconciler reports it): %s", exc)
-        return None
-    auto = policy.autoscaling
-    if not auto.enabled or auto.prometheus_url is None:
-        return None
-
-    try:
-        deployment = await api.get(kube.DEPLOYMENTS, namespace, name)
-    except kube.NotFound:
-        log.debug("Deployment %s/%s does not exist yet; autoscaling waits for it", namespace, name)
-        return None
+        await kube.scale_deployment(api, policy.namespace, policy.name, decision.desired)
     except (kube.ApiError, httpx.HTTPError) as exc:
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=retry_delay(config, retry)) from exc
-    replicas = (deployment.get("spec") or {}).get("replicas")
-    current = replicas if isinstance(replicas, int) else 1  # the API server's default
+        raise KubernetesFailed(f"scaling {policy.name} to {decision.desired}: {exc}") from exc
+    scaled_at = conditions.timestamp(datetime.datetime.now(datetime.UTC))
+    kube.post_event(body, reason=str(decision.reason), message=decision.message)
+    log.info("%s", decision.message)
+    return scaled_at
 
-    query = prometheus.render_query(auto.query, namespace=namespace, policy=name)
-    failure: prometheus.PrometheusError | None = None
-    try:
-        queue: float | None = await prometheus.query_value(
-            auto.prometheus_url,
-            query,
-            timeout_s=min(prometheus.DEFAULT_TIMEOUT_S, config.autoscale_interval_s),
-        )
-    except prometheus.PrometheusError as exc:
-        queue, failure = None, exc
 
-    decision = scaling.decide(
-        now=now, current=current, queue_total=queue, params=_params(auto), history=state.history
-    )
-    state.history = decision.history
-
-    fields: dict[str, Any] = {"desiredReplicas": decision.desired, "queueSize": queue}
-    if decision.changed:
-        try:
-            await kube.scale_deployment(api, namespace, name, decision.desired)
-        except (kube.ApiError, httpx.HTTPError) as exc:
-            raise kopf.TemporaryError(
-                f"scaling {name} to {decision.desired}: {exc}", delay=retry_delay(config, retry)
-            ) from exc
-        fields["lastScaleTime"] = conditions.timestamp(datetime.datetime.now(datetime.UTC))
-        kube.post_event(body, reason=str(decision.reason), message=decision.message)
-        log.info("%s", decision.message)
-
+def _outcome(
+    state: AutoscalerState,
+    body: kopf.Body,
+    query: str,
+    queue: float | None,
+    failure: prometheus.PrometheusError | None,
+    decision: scaling.Decision,
+    scaled_at: str | None,
+) -> Outcome:
+    """The status and conditions of the pass; a Warning Event for a metrics failure not yet posted."""
+    generation = body["metadata"].get("generation")
+    status: dict[str, Any] = {"desiredReplicas": decision.desired, "queueSize": queue}
+    if scaled_at is not None:
+        status["lastScaleTime"] = scaled_at
+    problem: tuple[str, str] | None = None
     if failure is None:
         state.reported = None
-        metrics = conditions.Condition(
-            conditions.Type.METRICS_AVAILABLE,
-            conditions.Status.TRUE,
-            "QueryOK",
-            f"{query} = {queue:g}"[:1000],
-            generation,
-        )
     else:
         held = (
             f"{decision.current} -> {decision.desired} replicas to stay within the bounds"
             if decision.changed
             else f"holding {decision.desired} replicas"
         )
-        message = f"{failure}; {held}"
-        metrics = conditions.Condition(
-            conditions.Type.METRICS_AVAILABLE,
-            conditions.Status.FALSE,
-            failure.reason,
-            message[:1000],
-            generation,
-        )
+        problem = (failure.reason, f"{failure}; {held}")
         if state.reported != str(failure):
             state.reported = str(failure)
-            kube.post_event(body, reason="MetricsUnavailable", message=message, warning=True)
-    scaling_condition = conditions.Condition(
-        conditions.Type.SCALING,
-        conditions.Status.TRUE if decision.changed else conditions.Status.FALSE,
-        str(decision.reason),
-        decision.message[:1000],
-        generation,
+            kube.post_event(body, reason="MetricsUnavailable", message=problem[1], warning=True)
+    return Outcome(
+        status=status,
+        conditions=(
+            conditions.metrics_available(query=query, value=queue, failure=problem, generation=generation),
+            conditions.scaling(
+                scaled=decision.changed,
+                reason=decision.reason,
+                message=decision.message,
+                generation=generation,
+            ),
+        ),
+        failure=None if failure is None else f"{failure.reason}: {failure}",
     )
-    patch.fns.append(cast(kopf.PatchFn, _status_writer(fields, (metrics, scaling_condition))))
-
-    if failure is not None:
-        raise kopf.TemporaryError(f"{failure.reason}: {failure}", delay=retry_delay(config, retry))
-    return decision
 
 
-def register(
-    registry: kopf.OperatorRegistry, config: settings.OperatorConfig, api: Callable[[], kube.Api]
-) -> None:
-    """Declare the autoscaling handlers on `registry`; `api()` gives the operator's API client."""
-
-    def _start_windows(memo: Any, **_: Any) -> float:
-        # Called by Kopf each time the timer starts for a policy: the windows start over.
-        state_of(memo).history = None
-        return 0.0
-
-    def _autoscaling_on(spec: kopf.Spec, **_: Any) -> bool:
-        return _enabled(spec)
-
-    @kopf.timer(
-        *spec.RESOURCE,
-        registry=registry,
-        id="autoscale",
-        interval=config.autoscale_interval_s,
-        initial_delay=_start_windows,
-        when=_autoscaling_on,
+def left_over(body: Mapping[str, Any]) -> bool:
+    """Whether autoscaling is off while the status still carries the autoscaler's fields."""
+    if spec.autoscaling_enabled(body.get("spec")):
+        return False
+    status = body.get("status")
+    if not isinstance(status, Mapping):
+        return False
+    found = status.get("conditions")
+    conditions_ = found if isinstance(found, list) else []
+    return any(key in status for key in STATUS_FIELDS) or any(
+        isinstance(c, Mapping) and c.get("type") in conditions.AUTOSCALER_TYPES for c in conditions_
     )
-    async def autoscale(
-        body: kopf.Body,
-        patch: kopf.Patch,
-        memo: Any,
-        logger: logging.Logger | logging.LoggerAdapter[Any],
-        retry: int = 0,  # not in Kopf's TimerFn protocol, hence the default
-        **_: Any,
-    ) -> None:
-        state_of(memo).ran = True
-        await run_pass(
-            api(),
-            config,
+
+
+def switched_off(body: kopf.Body, state: AutoscalerState, *, old: Any) -> bool:
+    """A change of spec.autoscaling.enabled: when it is now off, post AutoscalingDisabled once per
+    generation; return whether the autoscaler's status is left over (for the handler to clear)."""
+    # Decided mostly on the body rather than on old and new: a switch that lands while Kopf
+    # still counts the policy as being created reaches the handler as a creation (old is
+    # None), after a timer pass may already have written the autoscaler's status.
+    if spec.autoscaling_enabled(body.get("spec")):
+        return False
+    stale = left_over(body)
+    generation = body["metadata"].get("generation")
+    if (old is True or stale or state.ran) and state.switched_off != generation:
+        state.switched_off = generation
+        state.ran = False
+        kube.post_event(
             body,
-            patch,
-            state_of(memo),
-            now=asyncio.get_running_loop().time(),
-            retry=retry,
-            logger=logger,
+            reason="AutoscalingDisabled",
+            message="autoscaling turned off: spec.serving.replicas sets the replica count again",
         )
-
-    @kopf.on.field(
-        *spec.RESOURCE, registry=registry, id="autoscaling-switch", field="spec.autoscaling.enabled"
-    )
-    async def switch(old: Any, body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        # Decided mostly on the body rather than on old and new: a switch that lands while Kopf
-        # still counts the policy as being created reaches this handler as a creation (old is
-        # None), after a timer pass may already have written the autoscaler's status.
-        if _enabled(body.get("spec")):
-            return
-        left_over = _left_over(body)
-        if left_over:
-            patch.fns.append(cast(kopf.PatchFn, _clear_status))
-        state, generation = state_of(memo), body["metadata"].get("generation")
-        if (old is True or left_over or state.ran) and state.switched_off != generation:
-            state.switched_off = generation
-            state.ran = False
-            kube.post_event(
-                body,
-                reason="AutoscalingDisabled",
-                message="autoscaling turned off: spec.serving.replicas sets the replica count again",
-            )
+    return stale

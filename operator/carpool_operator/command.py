@@ -15,7 +15,7 @@ from pathlib import Path
 
 import kopf
 
-from carpool_operator import autoscaler, handlers, settings
+from carpool_operator import handlers, settings
 
 __all__ = ["build", "main", "parser"]
 
@@ -64,8 +64,7 @@ def build(config: settings.OperatorConfig) -> tuple[kopf.OperatorRegistry, kopf.
     registry = kopf.OperatorRegistry()
     kopf_settings = kopf.OperatorSettings()
     settings.tune_kopf(kopf_settings)
-    runtime = handlers.register(registry, config)
-    autoscaler.register(registry, config, lambda: runtime.api)
+    handlers.register(registry, config)
     return registry, kopf_settings
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from typing import Any
 
 __all__ = [
+    "AUTOSCALER_TYPES",
     "Condition",
     "Reason",
     "Status",
@@ -25,8 +26,10 @@ __all__ = [
     "find",
     "invalid_spec",
     "merge",
+    "metrics_available",
     "models_ready",
     "ready",
+    "scaling",
     "timestamp",
     "updater",
 ]
@@ -40,6 +43,10 @@ class Type(enum.StrEnum):
     SCALING = "Scaling"
 
 
+AUTOSCALER_TYPES = (Type.METRICS_AVAILABLE, Type.SCALING)
+"""The autoscaler's conditions: removed with its status when autoscaling is switched off."""
+
+
 class Status(enum.StrEnum):
     TRUE = "True"
     FALSE = "False"
@@ -47,7 +54,8 @@ class Status(enum.StrEnum):
 
 
 class Reason(enum.StrEnum):
-    """Reasons of Ready and ConfigApplied (the autoscaler's live in scaling.Reason)."""
+    """Reasons of the conditions (Scaling's are scaling.Reason, MetricsAvailable's failures are
+    the Prometheus errors' own)."""
 
     REPLICAS_READY = "ReplicasReady"
     REPLICAS_NOT_READY = "ReplicasNotReady"
@@ -62,6 +70,7 @@ class Reason(enum.StrEnum):
     MODEL_LOAD_FAILED = "ModelLoadFailed"
     NO_PODS = "NoPods"
     PODS_UNREACHABLE = "PodsUnreachable"
+    QUERY_OK = "QueryOK"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -219,3 +228,20 @@ def models_ready(
     where = ", ".join(sorted(set(devices))) or "unknown device"
     message = f"{models} models loaded on {answered} pods ({where}){silent}"
     return Condition(Type.MODELS_READY, Status.TRUE, Reason.MODELS_LOADED, message, generation)
+
+
+def metrics_available(
+    *, query: str, value: float | None, failure: tuple[str, str] | None, generation: int | None
+) -> Condition:
+    """MetricsAvailable: the policy's query gave `value`, or `failure` (reason, message) says why not."""
+    if failure is not None:
+        reason, message = failure
+        return Condition(Type.METRICS_AVAILABLE, Status.FALSE, reason, message[:1000], generation)
+    message = f"{query} = {value:g}"
+    return Condition(Type.METRICS_AVAILABLE, Status.TRUE, Reason.QUERY_OK, message[:1000], generation)
+
+
+def scaling(*, scaled: bool, reason: str, message: str, generation: int | None) -> Condition:
+    """Scaling: True when this pass changed the replicas; the reason and message are the decision's."""
+    status = Status.TRUE if scaled else Status.FALSE
+    return Condition(Type.SCALING, status, reason, message[:1000], generation)

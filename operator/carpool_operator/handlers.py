@@ -1,29 +1,40 @@
-"""Kopf handlers of the BatchingPolicy: thin glue between Kopf and `reconciler`.
+"""Kopf handlers of the BatchingPolicy: thin glue between Kopf and the two passes, `reconciler`
+and `autoscaler`.
 
 `register(registry, config)` declares them on an explicit registry, with the intervals and
 retries of `config` (no import-time globals):
 
-- create / update / resume: a full pass; pods still behind the config make Kopf retry the
-  handler with exponential back-off (`config.retries` times, then the timer carries on);
+- create / update / resume: a full reconcile pass; pods still behind the config make Kopf retry
+  the handler with exponential back-off (`config.retries` times, then the timer carries on);
 - a timer every `config.resync_interval_s`: the same pass, which restores deleted or hand-edited
   children and corrects pods that restarted or missed a push;
-- delete: the children go (the owner references let the garbage collector do it too).
+- delete: the children go (the owner references let the garbage collector do it too);
+- a timer every `config.autoscale_interval_s`, only while spec.autoscaling.enabled is true: an
+  autoscaling pass; a missing metric or a failed API call retries it with the same back-off,
+  starting from that interval;
+- a change of spec.autoscaling.enabled: switched off, the autoscaler's status goes.
 
-Durable state goes only through `patch.status` and `patch.fns` (conditions); handler return
-values would land in a status field that the CRD's schema prunes (Kopf docs, "Results delivery").
+Each pass keeps its state in Kopf's per-object memo (`state_of`) and returns an outcome; the
+status patches are made here, from it. Durable state goes only through `patch.status` and
+`patch.fns` (conditions); handler return values would land in a status field that the CRD's
+schema prunes (Kopf docs, "Results delivery").
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+import logging
+from collections.abc import MutableMapping
+from typing import Any, TypeVar, cast
 
 import httpx
 import kopf
 
-from carpool_operator import conditions, kube, reconciler, settings, spec
+from carpool_operator import autoscaler, conditions, kube, reconciler, settings, spec
 
-__all__ = ["Runtime", "register"]
+__all__ = ["Runtime", "register", "state_of"]
+
+State = TypeVar("State")
 
 
 class Runtime:
@@ -53,6 +64,15 @@ class Runtime:
             self._api = None
 
 
+def state_of(memo: MutableMapping[str, Any], kind: type[State]) -> State:
+    """A pass's state for one policy (`kind()`), kept in Kopf's per-object memo, made on first use."""
+    key = f"carpool.{kind.__name__}"
+    state = memo.get(key)
+    if not isinstance(state, kind):
+        state = memo[key] = kind()
+    return state
+
+
 def _record(outcome: reconciler.Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
     # Only what changed: a converged policy's periodic pass then writes nothing at all (the
     # conditions' patch function yields no change either when they are as they were).
@@ -64,8 +84,9 @@ def _record(outcome: reconciler.Outcome, body: kopf.Body, patch: kopf.Patch) -> 
 async def _pass(
     runtime: Runtime, body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int
 ) -> reconciler.Outcome:
+    state = state_of(memo, reconciler.PolicyState)
     try:
-        outcome = await reconciler.reconcile(runtime.api, runtime.config, body, reconciler.state_of(memo))
+        outcome = await reconciler.reconcile(runtime.api, runtime.config, body, state)
     except (kube.ApiError, httpx.HTTPError) as exc:
         # httpx's timeouts often carry no message: name the error's type as well.
         problem = str(exc) if isinstance(exc, kube.ApiError) else f"{type(exc).__name__} {exc}".strip()
@@ -75,6 +96,38 @@ async def _pass(
         raise kopf.TemporaryError(message, delay=delay) from exc
     _record(outcome, body, patch)
     return outcome
+
+
+def _record_autoscaling(outcome: autoscaler.Outcome, patch: kopf.Patch) -> None:
+    # Written on the freshest body, and only while autoscaling is still on there: a pass that
+    # races with switching it off writes nothing.
+    set_conditions = conditions.updater(outcome.conditions)
+
+    def apply(body: MutableMapping[str, Any]) -> None:
+        if not spec.autoscaling_enabled(body.get("spec")):
+            return
+        set_conditions(body)
+        status = body["status"]
+        for key, value in outcome.status.items():
+            if value is None:
+                status.pop(key, None)
+            else:
+                status[key] = value
+
+    patch.fns.append(cast(kopf.PatchFn, apply))
+
+
+def _clear_autoscaling(body: MutableMapping[str, Any]) -> None:
+    # A patch function: the autoscaler's status and conditions go, if still there on the freshest body.
+    if not autoscaler.left_over(body):
+        return
+    status = body["status"]
+    for key in autoscaler.STATUS_FIELDS:
+        status.pop(key, None)
+    if isinstance(status.get("conditions"), list):
+        status["conditions"] = [
+            c for c in status["conditions"] if c.get("type") not in conditions.AUTOSCALER_TYPES
+        ]
 
 
 def register(
@@ -134,5 +187,54 @@ def register(
             raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=config.retry_delay(retry)) from exc
         if deleted:
             kube.post_event(body, reason="Deleted", message="deleted " + ", ".join(deleted))
+
+    def _start_windows(memo: Any, **_: Any) -> float:
+        # Called by Kopf each time the timer starts for a policy: the windows start over.
+        state_of(memo, autoscaler.AutoscalerState).history = None
+        return 0.0
+
+    def _autoscaling_on(body: kopf.Body, **_: Any) -> bool:
+        return spec.autoscaling_enabled(body.get("spec"))
+
+    @kopf.timer(
+        *spec.RESOURCE,
+        registry=registry,
+        id="autoscale",
+        interval=config.autoscale_interval_s,
+        initial_delay=_start_windows,
+        when=_autoscaling_on,
+    )
+    async def autoscale(
+        body: kopf.Body,
+        patch: kopf.Patch,
+        memo: kopf.Memo,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        retry: int = 0,  # not in Kopf's TimerFn protocol, hence the default
+        **_: Any,
+    ) -> None:
+        delay = config.retry_delay(retry, first_s=config.autoscale_interval_s)
+        try:
+            outcome = await autoscaler.autoscale(
+                runtime.api,
+                config,
+                body,
+                state_of(memo, autoscaler.AutoscalerState),
+                now=asyncio.get_running_loop().time(),
+                logger=logger,
+            )
+        except autoscaler.KubernetesFailed as exc:
+            raise kopf.TemporaryError(str(exc), delay=delay) from exc
+        if outcome is None:
+            return
+        _record_autoscaling(outcome, patch)
+        if outcome.failure is not None:
+            raise kopf.TemporaryError(outcome.failure, delay=delay)
+
+    @kopf.on.field(*spec.RESOURCE, registry=registry, id="autoscaling-switch", field=spec.AUTOSCALING_SWITCH)
+    async def autoscaling_switch(
+        old: Any, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+    ) -> None:
+        if autoscaler.switched_off(body, state_of(memo, autoscaler.AutoscalerState), old=old):
+            patch.fns.append(cast(kopf.PatchFn, _clear_autoscaling))
 
     return runtime

@@ -13,7 +13,8 @@ periodic timer), so the result never depends on which events were seen:
    ConfigApplied, ModelsReady), and Events for each change, push and failure (a failure repeated
    unchanged on the next pass is not posted again).
 
-Passes of one policy never overlap: they take the per-policy lock kept in Kopf's per-object memo.
+Passes of one policy never overlap: they take the lock of the policy's `PolicyState`, which the
+handlers keep in Kopf's per-object memo.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-from collections.abc import MutableMapping
 from typing import Any
 
 import kopf
@@ -33,7 +33,6 @@ __all__ = [
     "PolicyState",
     "reconcile",
     "remove_children",
-    "state_of",
 ]
 
 
@@ -44,14 +43,6 @@ class PolicyState:
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     reported: dict[str, str] = dataclasses.field(default_factory=dict)
     """The last failure posted as an Event, per subject (a pod, the spec), to post changes only."""
-
-
-def state_of(memo: MutableMapping[str, Any]) -> PolicyState:
-    """The policy's state in Kopf's per-object memo, created on first use."""
-    state = memo.get("carpool_state")
-    if not isinstance(state, PolicyState):
-        state = memo["carpool_state"] = PolicyState()
-    return state
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -89,9 +89,17 @@ class OperatorConfig:
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries!r}")
 
-    def retry_delay(self, retry: int) -> float:
-        """Exponential back-off for the `retry`-th retry (0-based), capped at retry_max_delay_s."""
-        return float(min(self.retry_base_delay_s * 2 ** min(retry, 30), self.retry_max_delay_s))
+    def retry_delay(self, retry: int, *, first_s: float | None = None) -> float:
+        """Exponential back-off for the `retry`-th retry (0-based): `first_s` (retry_base_delay_s
+        unless given), doubling, capped at retry_max_delay_s but never shorter than `first_s`.
+
+        The reconciler starts from retry_base_delay_s. The autoscaler starts from its own interval
+        (autoscale_interval_s): Kopf runs a failed timer again after the error's delay instead of
+        its interval, and a failing autoscaler must not query Prometheus more often than a
+        healthy one.
+        """
+        first = self.retry_base_delay_s if first_s is None else first_s
+        return float(min(first * 2 ** min(retry, 30), max(first, self.retry_max_delay_s)))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> OperatorConfig:

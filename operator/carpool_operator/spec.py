@@ -28,6 +28,7 @@ from serving import settings as serving_settings
 from serving import validation
 
 __all__ = [
+    "AUTOSCALING_SWITCH",
     "DEFAULT_GPU_RESOURCE",
     "EMBEDDED_PREFIX",
     "GROUP",
@@ -48,6 +49,7 @@ __all__ = [
     "PolicySpec",
     "PvcSource",
     "ServingSpec",
+    "autoscaling_enabled",
     "parse",
 ]
 
@@ -189,6 +191,19 @@ class AutoscalingSpec:
     """PromQL for the policy's total waiting requests; None means prometheus.DEFAULT_QUERY."""
     scale_up_stabilization_s: int = 0
     scale_down_stabilization_s: int = 300
+
+
+AUTOSCALING_SWITCH = "spec.autoscaling.enabled"
+"""The field that turns the autoscaler on and off (Kopf watches it for the switch-off)."""
+
+
+def autoscaling_enabled(spec: Mapping[str, Any] | None) -> bool:
+    """Whether spec.autoscaling.enabled is true, read without parsing the rest of the spec.
+
+    The autoscaler's timer and its status follow this switch alone, on whatever body Kopf holds
+    (even the freshest one inside a patch function, or a spec that `parse()` refuses)."""
+    autoscaling = (spec or {}).get("autoscaling")
+    return isinstance(autoscaling, Mapping) and autoscaling.get("enabled") is True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

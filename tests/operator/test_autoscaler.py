@@ -8,15 +8,17 @@ needing load. tests/operator/test_autoscaling_surge.py scrapes real serving pods
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from carpool_operator import autoscaler, kube, settings
+from carpool_operator import kube
 from tests.support import kube as k8s
-from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus import PrometheusServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -230,17 +232,34 @@ async def test_switching_autoscaling_off_and_on(server: k8s.ApiServer, prom: Pro
     assert len(events(server, "switch", "AutoscalingDisabled")) == 1
 
 
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("interval_s", "max_delay_s", "delays"),
-    [
-        pytest.param(15.0, 60.0, [15, 30, 60, 60, 60], id="production"),
-        pytest.param(0.5, 1.0, [0.5, 1, 1, 1, 1], id="tests"),
-        pytest.param(120.0, 60.0, [120, 120, 120, 120, 120], id="interval-above-the-cap"),
-    ],
-)
-def test_failed_passes_back_off_from_the_interval(
-    interval_s: float, max_delay_s: float, delays: list[float]
-) -> None:
-    config = settings.OperatorConfig(autoscale_interval_s=interval_s, retry_max_delay_s=max_delay_s)
-    assert [autoscaler.retry_delay(config, retry) for retry in range(5)] == delays
+async def test_a_failing_pass_is_retried_no_sooner_than_the_interval(tmp_path: Path) -> None:
+    """Kopf runs a failed timer again after the error's delay, not after its interval: the back-off
+    starts from the interval, so a failing Prometheus is never queried more often than a working one."""
+    interval_s = 2.0
+    queried_at: list[float] = []
+
+    async def unavailable(_: web.Request) -> web.Response:
+        queried_at.append(asyncio.get_running_loop().time())
+        return web.Response(status=503, text="upstream connect error")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", unavailable)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with k8s.api_server() as api:
+            kubeconfig = k8s.write_kubeconfig(tmp_path / "kubeconfig", str(api.url))
+            config = k8s.fast_config(kubeconfig, autoscale_interval_s=interval_s)
+            # The reconciler's own back-off starts far below the interval here.
+            assert config.retry_delay(0) <= interval_s / 4
+            async with k8s.running_operator(api, config):
+                await api.create(kube.POLICIES, NS, policy("broken", f"http://127.0.0.1:{port}", "vector(1)"))
+                await k8s.eventually(lambda: len(queried_at) >= 3, timeout_s=15, what="three queries")
+                metrics = condition(api, "broken", "MetricsAvailable")
+                assert metrics is not None and metrics["reason"] == "PrometheusRejected"
+    finally:
+        await runner.cleanup()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(queried_at)]
+    assert min(gaps[:2]) >= interval_s * 0.9, gaps

@@ -1,4 +1,4 @@
-"""Conditions: list-map merging, transition times, and what Ready and ConfigApplied say."""
+"""Conditions: list-map merging, transition times, and what each condition says."""
 
 from __future__ import annotations
 
@@ -118,3 +118,30 @@ def test_an_invalid_spec_marks_both_conditions() -> None:
         "spec.strategy: bad",
     )
     assert (applied.status, applied.reason, applied.observed_generation) == ("False", "InvalidSpec", 7)
+
+
+def test_metrics_available_says_what_the_query_gave_or_why_not() -> None:
+    found = conditions.metrics_available(query="vector(40)", value=40.0, failure=None, generation=3)
+    assert (found.type, found.status, found.reason, found.message, found.observed_generation) == (
+        "MetricsAvailable",
+        "True",
+        "QueryOK",
+        "vector(40) = 40",
+        3,
+    )
+    missing = conditions.metrics_available(
+        query="q", value=None, failure=("NoSeries", "'q' matched no series; " + "x" * 2000), generation=3
+    )
+    assert (missing.status, missing.reason) == ("False", "NoSeries")
+    assert missing.message.startswith("'q' matched no series; ") and len(missing.message) == 1000
+
+
+@pytest.mark.parametrize(("scaled", "status"), [(True, Status.TRUE), (False, Status.FALSE)])
+def test_scaling_is_true_only_for_a_pass_that_scaled(scaled: bool, status: Status) -> None:
+    condition = conditions.scaling(scaled=scaled, reason="ScaledUp", message="1 -> 5", generation=2)
+    assert (condition.type, condition.status, condition.reason, condition.message) == (
+        "Scaling",
+        status,
+        "ScaledUp",
+        "1 -> 5",
+    )

@@ -64,6 +64,21 @@ def test_retries_back_off_exponentially_up_to_a_cap(retry: int, delay: float) ->
     assert settings.OperatorConfig().retry_delay(retry) == delay
 
 
+@pytest.mark.parametrize(
+    ("interval_s", "max_delay_s", "delays"),
+    [
+        pytest.param(15.0, 60.0, [15, 30, 60, 60, 60], id="production"),
+        pytest.param(0.5, 1.0, [0.5, 1, 1, 1, 1], id="tests"),
+        pytest.param(120.0, 60.0, [120, 120, 120, 120, 120], id="interval-above-the-cap"),
+    ],
+)
+def test_the_autoscalers_retries_back_off_from_its_interval(
+    interval_s: float, max_delay_s: float, delays: list[float]
+) -> None:
+    config = settings.OperatorConfig(autoscale_interval_s=interval_s, retry_max_delay_s=max_delay_s)
+    assert [config.retry_delay(retry, first_s=config.autoscale_interval_s) for retry in range(5)] == delays
+
+
 def test_kopf_keeps_its_state_in_annotations_and_posts_only_warnings() -> None:
     kopf_settings = kopf.OperatorSettings()
     settings.tune_kopf(kopf_settings)

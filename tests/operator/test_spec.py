@@ -301,3 +301,21 @@ def test_gpu_and_workers_defaults() -> None:
     assert serving.workers is None and serving.resources == {"requests": {"cpu": "2500m"}}
     assert parse({"serving": {"workers": 3}}).serving.workers == 3
     assert parse({"serving": {"workers": "auto"}}).serving.workers is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "enabled"),
+    [
+        pytest.param({"autoscaling": {"enabled": True}}, True, id="on"),
+        pytest.param({"autoscaling": {"enabled": False}}, False, id="off"),
+        pytest.param({}, False, id="absent"),
+        pytest.param(None, False, id="no-spec"),
+        pytest.param({"autoscaling": {"enabled": "true"}}, False, id="not-a-boolean"),
+        pytest.param({"autoscaling": True}, False, id="not-an-object"),
+        pytest.param(
+            {"autoscaling": {"enabled": True}, "serving": {"replicas": -1}}, True, id="rest-of-spec-invalid"
+        ),
+    ],
+)
+def test_the_autoscaling_switch_is_read_without_parsing_the_spec(raw: Any, enabled: bool) -> None:
+    assert spec.autoscaling_enabled(raw) is enabled

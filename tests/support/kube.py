@@ -47,7 +47,7 @@ import json
 import secrets
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +58,7 @@ import jsonpointer
 import kmock
 import kopf
 import yaml
+from kopf._core.engines import posting
 
 from carpool_operator import command, kube, settings
 from tests.support import habits
@@ -69,10 +70,12 @@ __all__ = [
     "ApiServer",
     "Fault",
     "OperatorThread",
+    "PostedEvents",
     "api_server",
     "crd",
     "eventually",
     "fast_config",
+    "posted_events",
     "ready_pod",
     "running_operator",
     "write_kubeconfig",
@@ -528,3 +531,44 @@ def ready_pod(name: str, policy: str, ip: str, *, ready: bool = True) -> dict[st
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
         },
     }
+
+
+class PostedEvents:
+    """The Events queued by `kopf.event` while `posted_events()` is active, oldest first."""
+
+    def __init__(self, queue: asyncio.Queue[posting.K8sEvent]) -> None:
+        self._queue = queue
+        self._seen: list[dict[str, str]] = []
+
+    def __call__(self, reason: str | None = None) -> list[dict[str, str]]:
+        """Those posted so far (with that reason): type, reason, message, the involved object's name."""
+        while not self._queue.empty():
+            event = self._queue.get_nowait()
+            self._seen.append(
+                {
+                    "type": event.type,
+                    "reason": event.reason,
+                    "message": event.message,
+                    "name": str(event.ref.get("name")),
+                }
+            )
+        return [event for event in self._seen if reason is None or event["reason"] == reason]
+
+
+@contextlib.contextmanager
+def posted_events() -> Iterator[PostedEvents]:
+    """Catch the Events that code called outside the operator (a pass run directly by a test)
+    posts with `kopf.event`. Kopf reads its Event queue and settings from context variables that
+    it sets for each object's handlers; this sets them for the caller, as Kopf's own tests do."""
+    queue: asyncio.Queue[posting.K8sEvent] = asyncio.Queue()
+    tokens = (
+        posting.settings_var.set(kopf.OperatorSettings()),
+        posting.event_queue_var.set(queue),
+        posting.event_queue_loop_var.set(asyncio.get_running_loop()),
+    )
+    try:
+        yield PostedEvents(queue)
+    finally:
+        posting.event_queue_loop_var.reset(tokens[2])
+        posting.event_queue_var.reset(tokens[1])
+        posting.settings_var.reset(tokens[0])
