@@ -14,7 +14,7 @@ from serving.models.base import Model
 from serving.models.fake import EchoModel
 from serving.pool import ModelPool
 from serving.settings import BatchingConfig
-from tests.serving.test_engine import BrokenModel, GatedModel, until_running
+from tests.support.models import BrokenModel, GatedModel, until_running
 
 PoolFactory = Callable[..., Any]
 

@@ -12,7 +12,7 @@ from serving.batching.engine import BatchEngine
 from serving.models.fake import EchoModel
 from serving.pool import ModelPool, Served
 from serving.settings import BatchingConfig
-from tests.serving.test_engine import BrokenModel
+from tests.support.models import BrokenModel
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ same texts on every machine so that runs compare. A seeded generator mixes six k
 (SMS lines, chat messages, phishing mail, spam, prompt injections, ordinary work mail) and draws
 each text's length from a target spread, so the batches the server forms carry the padding that
 real traffic does. With the MiniLM tokenizer the texts span about 10 to 60 tokens, [CLS] and [SEP]
-included; `tests/tools/test_bench_texts.py` pins that with the real tokenizer.
+included; `tests/tools/carpool_bench/test_texts.py` pins that with the real tokenizer.
 
 Users judge on their own traffic, so `parse_texts` also reads theirs (the content of a
 `--texts-file`): one text per line, or JSON Lines.

@@ -1,6 +1,6 @@
 """The bench's HTTP client: response framing, and closed-loop runs against a bare HTTP server that
 counts what it answered and closes, chunks or hangs on demand. Runs against a real `carpool serve`
-are in test_bench_live.py."""
+are in test_live.py."""
 
 from __future__ import annotations
 

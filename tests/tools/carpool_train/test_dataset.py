@@ -15,7 +15,7 @@ from carpool_train import dataset
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "data" / "security_messages"
 LABELS = ["benign", "phishing", "prompt_injection", "spam"]
 

@@ -24,7 +24,7 @@ from tests.support.pods import ServingPod
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "data" / "security_messages"
 MACRO_F1_FLOOR = 0.90
 

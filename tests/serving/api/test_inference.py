@@ -16,8 +16,8 @@ from serving.models.fake import EchoModel
 from serving.pool import ModelPool
 from serving.settings import BatchingConfig
 from tests.serving.conftest import Served, serve_app, tiny_settings
-from tests.serving.test_engine import GatedModel
 from tests.support import tinybert
+from tests.support.models import GatedModel
 
 pytestmark = [pytest.mark.unit, pytest.mark.asyncio(loop_scope="module")]
 

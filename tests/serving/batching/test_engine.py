@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -12,39 +11,15 @@ import pytest
 from serving import errors
 from serving.batching.engine import BatchEngine, EngineState
 from serving.batching.pending import BULK
-from serving.models.base import Encoded, Prediction
 from serving.models.fake import EchoModel
 from serving.settings import BatchingConfig
+from tests.support.models import BrokenModel, GatedModel, ShortModel, until_running
 
 pytestmark = pytest.mark.unit
 
 
 def config(**changes: Any) -> BatchingConfig:
     return BatchingConfig.model_validate(changes)
-
-
-class GatedModel(EchoModel):
-    """EchoModel whose forward passes wait until the test opens the gate."""
-
-    def __init__(self) -> None:
-        super().__init__("gated")
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def predict_batch(self, items: Sequence[Encoded]) -> list[Prediction]:
-        self.entered.set()
-        self.gate.wait(10)
-        return super().predict_batch(items)
-
-
-class ShortModel(EchoModel):
-    def predict_batch(self, items: Sequence[Encoded]) -> list[Prediction]:
-        return super().predict_batch(items)[:-1]
-
-
-class BrokenModel(EchoModel):
-    def load(self) -> None:
-        raise OSError("no weights in /nowhere")
 
 
 EngineFactory = Callable[..., Any]
@@ -65,10 +40,6 @@ async def make_engine() -> AsyncIterator[EngineFactory]:
         if isinstance(engine.model, GatedModel):
             engine.model.gate.set()
         await engine.drain()
-
-
-async def until_running(model: GatedModel) -> None:
-    await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
 
 
 @pytest.mark.looptime

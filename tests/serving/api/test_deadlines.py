@@ -16,7 +16,7 @@ from serving.metrics import Metrics
 from serving.pool import ModelPool
 from serving.settings import BatchingConfig
 from tests.serving.conftest import tiny_settings
-from tests.serving.test_engine import GatedModel
+from tests.support.models import GatedModel
 
 pytestmark = [pytest.mark.unit]
 

@@ -21,7 +21,7 @@ from tests.support import tinybert
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 CARD_KEYS = {
     "name",

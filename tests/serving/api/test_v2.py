@@ -1,7 +1,7 @@
 """The Open Inference Protocol (v2) endpoints against tiny real BERTs, in process.
 
 The real clients (tritonclient, the kserve SDK) against a real `carpool serve` are in
-test_api_v2_clients.py; here are the wire format's corners and the engine's limits.
+test_v2_clients.py; here are the wire format's corners and the engine's limits.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from serving.metrics import Metrics
 from serving.pool import ModelPool
 from serving.settings import BatchingConfig
 from tests.serving.conftest import Served, tiny_settings
-from tests.serving.test_engine import GatedModel
 from tests.support import tinybert
+from tests.support.models import GatedModel
 
 pytestmark = [pytest.mark.unit, pytest.mark.asyncio(loop_scope="module")]
 
