@@ -7,14 +7,21 @@ what they know of the moment (the clock, the measured load, the fitted cost mode
 `Signals`, and what they decide (adaptive's mode and why) goes out in the `Pick`, so every rule is
 table-tested.
 
-- `SingleRequest` (also `enable=false`): the oldest request alone, at once.
+- `SingleRequest` (also `enable=false`): the oldest request alone, at once; a /predict/batch list
+  is one request, so its items ride together (up to max_batch_size).
 - `BatchOptimized`: a batch leaves when max_batch_size requests wait, or when the oldest has waited
   max_wait_time_ms and min_batch_size are there. A partial batch below min_batch_size is held at
   most one more max_wait_time_ms: no request waits for a batch longer than 2 x max_wait_time_ms
   (plus the forward pass in progress when it arrived).
 - `Adaptive`: `AdaptiveController` chooses between dispatching at once and holding partial batches
   (like batch_optimized), from queue depth, arrival rate, device load and measured latency, and
-  says why. A lone request with nothing else queued always goes at once.
+  says why. While it holds, a lone request still goes at once, a partial batch leaves after
+  max_wait_time_ms (or once arrivals pause), and one below min_batch_size (a lone request
+  included) is held up to 2 x max_wait_time_ms, as in batch_optimized. At once, nothing is held.
+
+min_batch_size has that one meaning wherever batches are held (batch_optimized; adaptive while it
+holds): the smallest partial batch that leaves before the 2 x max_wait_time_ms bound. Strategies
+that do not hold (single_request; adaptive dispatching at once) do not read it.
 
 Whichever rule releases a batch, `select()` chooses its riders by estimated cost: see its docstring.
 
@@ -216,13 +223,25 @@ def choose(
 
 @dataclass(frozen=True, slots=True)
 class SingleRequest:
-    """Every request runs its own forward pass, in arrival order, without waiting."""
+    """One request per forward pass, in arrival order, without waiting.
+
+    A /predict/batch list is one request: its client already formed the batch. So when the next
+    request to run is a bulk item, the bulk items waiting ride with it, in arrival order, up to
+    max_batch_size; an interactive request always runs alone.
+    """
+
+    max_batch_size: int = 1
 
     def pick(self, waiting: Sequence[Waiting], signals: Signals) -> Pick:
         if not waiting:
             return Pick()
         view = lanes(waiting, 1, signals.bulk_passed)
-        return Pick((0,) if view is None else (view[0],))
+        order: Sequence[int] = range(len(waiting)) if view is None else view
+        anchor = order[0]
+        if self.max_batch_size <= 1 or getattr(waiting[anchor], "lane", 0) != BULK:
+            return Pick((anchor,))
+        bulk = [i for i in order if getattr(waiting[i], "lane", 0) == BULK]
+        return Pick(tuple(sorted(bulk[: self.max_batch_size])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,11 +335,16 @@ class Adaptive:
             bulk_passed=signals.bulk_passed,
         )
         go = Pick(take, mode=mode, reason=reason)
-        if n == 1 or mode is Mode.AT_ONCE or n >= self.max_batch_size:
+        if mode is Mode.AT_ONCE or n >= self.max_batch_size:
             return go
         oldest = waiting[0].enqueued_at
         max_wait = self.controller.max_wait_s
-        if signals.now - oldest >= max_wait:
+        if n < self.min_batch_size:  # held like batch_optimized's: at most 2 x max_wait_time_ms
+            bound = oldest + 2 * max_wait
+            if signals.now >= bound:
+                return go
+            return Pick(wait_until=bound, mode=mode, reason=reason)
+        if n == 1 or signals.now - oldest >= max_wait:
             return go
         # Hold while requests keep coming: stop after two silent inter-arrival gaps.
         deadline = oldest + max_wait
@@ -336,7 +360,7 @@ def for_config(config: BatchingConfig) -> BatchPolicy:
     strategy = config.effective_strategy
     wait_s = config.max_wait_time_ms / 1000.0
     if strategy is Strategy.SINGLE_REQUEST:
-        return SingleRequest()
+        return SingleRequest(config.max_batch_size)
     if strategy is Strategy.BATCH_OPTIMIZED:
         return BatchOptimized(config.max_batch_size, wait_s, config.min_batch_size)
     controller = AdaptiveController(config.load_threshold, config.latency_threshold_ms / 1000.0, wait_s)

@@ -151,3 +151,38 @@ async def test_configure_in_the_middle_of_traffic_loses_no_request(served: Serve
         await asyncio.sleep(0.005)
     responses = await asyncio.gather(*requests)
     assert [r.status_code for r in responses] == [200] * len(texts)
+
+
+@pytest.mark.parametrize(
+    "batching",
+    [
+        pytest.param({"strategy": "single_request", "max_batch_size": 4}, id="single-request"),
+        pytest.param(
+            {"strategy": "batch_optimized", "enable": False, "max_batch_size": 4}, id="batching-off"
+        ),
+    ],
+)
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_predict_batch_list_is_one_batch_even_without_dynamic_batching(
+    tiny_models_dir: Path, batching: dict[str, object]
+) -> None:
+    settings = tiny_settings(
+        tiny_models_dir,
+        models={"tiny": tiny_models_dir / "tiny"},
+        batching=BatchingConfig.model_validate(batching),
+    )
+    texts = [f"item {i} of the list, {'padded ' * i}" for i in range(6)]
+    async with serve_app(settings) as served:
+        alone = [
+            (await served.client.post("/predict", json={"text": text})).json()["predictions"]["tiny"]
+            for text in texts
+        ]
+        before = (await served.client.get("/batching/stats")).json()["models"]["tiny"]["batches"]
+        answer = await served.client.post("/predict/batch", json=[{"text": text} for text in texts])
+        stats = (await served.client.get("/batching/stats")).json()["models"]["tiny"]
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert [r["predictions"]["tiny"]["label"] for r in results] == [a["label"] for a in alone]
+    for result, own in zip(results, alone, strict=True):
+        assert result["predictions"]["tiny"]["probabilities"] == pytest.approx(own["probabilities"], abs=1e-5)
+    assert stats["batches"] - before == 2  # six items, max_batch_size 4: two forward passes, not six

@@ -328,3 +328,55 @@ def test_select_with_both_lanes_fills_interactive_first_and_keeps_its_invariants
             assert interactive[0] in taken  # otherwise the oldest interactive one always does
             if len(interactive) >= cap:
                 assert not set(taken) & set(bulk)
+
+
+@pytest.mark.parametrize(
+    ("spec", "cap", "passed", "expected"),
+    [
+        pytest.param("bbbb", 8, 0, (0, 1, 2, 3), id="a-list-rides-together"),
+        pytest.param("bbbbb", 3, 0, (0, 1, 2), id="up-to-max-batch-size"),
+        pytest.param("bbbb", 1, 0, (0,), id="cap-one-alone"),
+        pytest.param("ibbi", 8, 0, (0,), id="interactive-alone"),
+        pytest.param("bbib", 8, 0, (2,), id="interactive-first-and-alone"),
+        pytest.param("bibb", 8, 3, (0, 2, 3), id="bulk-after-the-bound-without-interactive"),
+    ],
+)
+def test_single_request_runs_a_batch_lists_items_together(
+    spec: str, cap: int, passed: int, expected: tuple[int, ...]
+) -> None:
+    signals = policies.Signals(now=1.0, bulk_passed=passed)
+    assert policies.SingleRequest(max_batch_size=cap).pick(lanes_of(spec), signals).take == expected
+
+
+def test_for_config_gives_single_request_the_cap_also_when_batching_is_off() -> None:
+    for changes in ({"strategy": "single_request"}, {"strategy": "adaptive", "enable": False}):
+        config = BatchingConfig.model_validate({**changes, "max_batch_size": 12})
+        assert policies.for_config(config) == policies.SingleRequest(max_batch_size=12)
+
+
+@pytest.mark.parametrize(
+    ("waiting", "signals", "expected"),
+    [
+        pytest.param(queue(10), LOADED, policies.Pick(wait_until=1.020), id="lone-held-for-company"),
+        pytest.param(queue(10, 10), LOADED, policies.Pick(wait_until=1.020), id="below-min-held"),
+        pytest.param(
+            queue(10, 10, ages=(0.020, 0.0)), LOADED, policies.Pick((0, 1)), id="below-min-bound-reached"
+        ),
+        pytest.param(
+            queue(10, 10, 10, ages=(0.011, 0.0, 0.0)), LOADED, policies.Pick((0, 1, 2)), id="min-met-max-wait"
+        ),
+        pytest.param(
+            queue(10, 10),
+            policies.Signals(now=1.0, busy=0.1),
+            policies.Pick((0, 1)),
+            id="at-once-ignores-min",
+        ),
+    ],
+)
+def test_adaptive_holds_below_min_batch_size_like_batch_optimized(
+    waiting: list[W], signals: policies.Signals, expected: policies.Pick
+) -> None:
+    policy = policies.Adaptive(CONTROLLER, max_batch_size=8, min_batch_size=3)
+    pick = policy.pick(waiting, signals)
+    assert pick.take == expected.take
+    assert pick.wait_until == pytest.approx(expected.wait_until)
