@@ -43,7 +43,7 @@ def _start(kubeconfig: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
             [
                 sys.executable,
                 "-m",
-                "serving",
+                "carpool",
                 "operator",
                 "--kubeconfig",
                 str(kubeconfig),

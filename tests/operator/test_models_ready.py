@@ -98,7 +98,12 @@ async def test_a_model_that_cannot_load_is_named_on_the_policy_with_the_pods_dev
     assert by_pod["models-good"]["device"] == "cpu"
     assert (by_pod["models-good"]["models"], by_pod["models-good"]["modelsLoaded"]) == (1, 1)
     assert by_pod["models-broken"]["modelsLoaded"] == 0
-    warnings = [e for e in server.events(NS, "models") if e["reason"] == "ModelLoadFailed"]
+    # Kopf posts Events from a queue of its own: the Event may land just after the status patch.
+    warnings = await k8s.eventually(
+        lambda: [e for e in server.events(NS, "models") if e["reason"] == "ModelLoadFailed"],
+        timeout_s=10,
+        what="the ModelLoadFailed Event",
+    )
     assert (
         len(warnings) == 1 and warnings[0]["type"] == "Warning" and "models-broken" in warnings[0]["message"]
     )

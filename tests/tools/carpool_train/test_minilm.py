@@ -75,6 +75,7 @@ def test_int8_keeps_the_held_out_figures_so_auto_serves_it_from_the_export_made_
 ) -> None:
     card = cards.read_card(minilm_trained)
     figures = card["runtimes"]
+    assert all("macro_f1" in figures[name] for name in ("torch", "onnx", "onnx-int8")), figures
     torch_f1 = figures["torch"]["macro_f1"]
     assert torch_f1 == pytest.approx(card["metrics"]["macro_f1"], abs=0.002)  # serving path vs training's
     assert figures["onnx"]["macro_f1"] == torch_f1
