@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,7 +26,7 @@ from serving.frontend import Backend
 from serving.frontend.local import LocalBackend
 from serving.metrics import Metrics
 from serving.pool import ModelPool
-from serving.settings import ServerSettings
+from serving.settings import DEFAULT_MODEL_ALIASES, ServerSettings
 
 __all__ = ["create_app", "freeze_heap", "local_pool"]
 
@@ -39,7 +39,24 @@ def local_pool(settings: ServerSettings) -> ModelPool:
     """The pool `carpool serve` runs: the models of `settings`, not yet loaded."""
     gpu = hardware.GpuProbe.detect()
     metrics = Metrics(enabled=settings.enable_metrics, gpu=gpu)
-    return ModelPool.from_settings(settings, metrics, gpu)
+    pool = ModelPool.from_settings(settings, metrics, gpu)
+    add_aliases(pool, settings.model_aliases)
+    return pool
+
+
+def add_aliases(pool: ModelPool, aliases: Mapping[str, str]) -> None:
+    """Give the pool's catalog those of `aliases` it can take (see `Catalog.with_aliases`); a
+    configured alias it cannot take is named in the log (the defaults drop silently)."""
+    pool.catalog = pool.catalog.with_aliases(aliases)
+    if aliases == DEFAULT_MODEL_ALIASES:
+        return
+    for alias, target in aliases.items():
+        if alias in pool.catalog.kinds:
+            log.warning(
+                "alias %r of %r ignored (CARPOOL_MODEL_ALIASES): a served model has that name", alias, target
+            )
+        elif alias not in pool.catalog.aliases:
+            log.warning("alias %r ignored (CARPOOL_MODEL_ALIASES): %r is not served here", alias, target)
 
 
 def freeze_heap() -> None:

@@ -6,6 +6,9 @@
   `carpool_request_latency_seconds{endpoint}` histograms.
 - `carpool_requests_total{endpoint,model,outcome}` counter; outcome is ok, invalid, rejected
   (queue full), unavailable (not ready) or error.
+- `carpool_process_cpu_seconds_total{process}` and `carpool_process_resident_memory_bytes{process}`:
+  each process of the pod, `process="model"` (the one that runs the models, and serves HTTP itself
+  when CARPOOL_WORKERS=0) and `process="worker-N"` (HTTP worker N), read with psutil at scrape time.
 - `carpool_model_ready{model}` gauge, and where an NVIDIA GPU exists
   `carpool_gpu_utilization_ratio{gpu}`, `carpool_gpu_memory_used_bytes{gpu}` and
   `carpool_gpu_memory_total_bytes{gpu}`; on a CPU-only machine those are absent.
@@ -16,10 +19,12 @@ Queue sizes and GPU readings are read at scrape time, never pushed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from serving import hardware
@@ -50,6 +55,7 @@ class _LiveGauges(Collector):
             ready.add_metric([name], 1.0 if is_ready else 0.0)
         yield queue
         yield ready
+        yield from _process_families(self._metrics.processes())
         gpu = self._metrics.gpu
         if gpu is None:
             return
@@ -68,13 +74,44 @@ class _LiveGauges(Collector):
         yield from (util, used, total)
 
 
+def _process_families(processes: Mapping[str, int]) -> list[Metric]:
+    cpu = CounterMetricFamily(
+        "carpool_process_cpu_seconds",
+        "CPU seconds (user + system) a process of the pod has used.",
+        labels=["process"],
+    )
+    rss = GaugeMetricFamily(
+        "carpool_process_resident_memory_bytes",
+        "Resident memory of a process of the pod.",
+        labels=["process"],
+    )
+    for role, pid in sorted(processes.items()):
+        try:
+            process = hardware.meter(pid).process
+            with process.oneshot():
+                times = process.cpu_times()
+                resident = process.memory_info().rss
+        except psutil.Error:  # a worker that just exited: its series is absent until it is back
+            continue
+        cpu.add_metric([role], times.user + times.system)
+        rss.add_metric([role], resident)
+    hardware.forget(set(processes.values()))
+    return [cpu, rss]
+
+
+def _this_process() -> Mapping[str, int]:
+    return {"model": os.getpid()}
+
+
 class Metrics:
-    """The collectors; `models` reports {name: (queue size, ready)} at scrape time."""
+    """The collectors; `models` reports {name: (queue size, ready)} at scrape time, `processes`
+    {role: pid} of the pod's processes (by default this one, as `model`)."""
 
     def __init__(self, *, enabled: bool = True, gpu: hardware.GpuProbe | None = None) -> None:
         self.enabled = enabled
         self.gpu = gpu
         self.models: Callable[[], Mapping[str, tuple[int, bool]]] = dict
+        self.processes: Callable[[], Mapping[str, int]] = _this_process
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.batch_size = Histogram(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -95,6 +96,11 @@ class _ModelProcess:
         self.hub = Hub(self.pool, settings, workers=workers)
         self.stopping = asyncio.Event()
         self.processes: dict[int, asyncio.subprocess.Process] = {}
+        self.pool.metrics.processes = self._pids
+
+    def _pids(self) -> dict[str, int]:
+        """The pod's processes for /metrics: this one and each live HTTP worker."""
+        return {"model": os.getpid(), **{f"worker-{slot}": p.pid for slot, p in self.processes.items()}}
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

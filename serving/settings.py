@@ -226,6 +226,24 @@ def parse_model_runtimes(raw: str) -> dict[str, RuntimeName]:
     return runtimes
 
 
+DEFAULT_MODEL_ALIASES = {"bert-base": "minilm", "bert-base_trained": "minilm_trained"}
+
+
+def parse_model_aliases(raw: str) -> dict[str, str]:
+    """Parse `CARPOOL_MODEL_ALIASES` ("alias=model,alias=model"; empty: no aliases)."""
+    aliases: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        alias, sep, target = (part.strip() for part in item.partition("="))
+        if not sep or not alias or not target:
+            raise ValueError(f"CARPOOL_MODEL_ALIASES takes ALIAS=MODEL items, got {item!r}")
+        if alias == target:
+            raise ValueError(f"CARPOOL_MODEL_ALIASES: {alias!r} cannot be an alias of itself")
+        aliases[alias] = target
+    return aliases
+
+
 def _runtime(raw: str, where: str) -> RuntimeName:
     for runtime in RUNTIMES:
         if raw == runtime:
@@ -282,6 +300,12 @@ class ServerSettings(BaseModel):
     cache_dir: Path | None = Field(
         None, description="Where exported ONNX models are kept; default: beside each model."
     )
+    model_aliases: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_MODEL_ALIASES),
+        description="Other names of served models (CARPOOL_MODEL_ALIASES=alias=model,...; set but "
+        "empty: none). Default: the guide's bert-base and bert-base_trained for minilm and "
+        "minilm_trained. An alias of a model not served, or named like a served model, is ignored.",
+    )
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig.model_validate({}))
 
     @classmethod
@@ -298,6 +322,8 @@ class ServerSettings(BaseModel):
             values["models"] = parse_model_specs([environ["CARPOOL_MODELS"]])
         if environ.get("CARPOOL_MODEL_RUNTIMES"):
             values["model_runtimes"] = parse_model_runtimes(environ["CARPOOL_MODEL_RUNTIMES"])
+        if "CARPOOL_MODEL_ALIASES" in environ:
+            values["model_aliases"] = parse_model_aliases(environ["CARPOOL_MODEL_ALIASES"])
         if environ.get("CARPOOL_RUNTIME"):
             values["runtime"] = _runtime(environ["CARPOOL_RUNTIME"].strip(), "CARPOOL_RUNTIME")
         simple = {

@@ -56,9 +56,9 @@ class FastPath:
                 if name == b"x-request-timeout-ms":
                     timeout_ms = inference.request_timeout_ms(value, self.default_timeout_ms)
             if endpoint == inference.BATCH_ENDPOINT:
-                body = await inference.answer_batch(self.backend, raw, timeout_ms)
+                status, body = await inference.answer_batch(self.backend, raw, timeout_ms)
             else:
-                body = await inference.answer_predict(self.backend, raw, endpoint, timeout_ms)
+                status, body = 200, await inference.answer_predict(self.backend, raw, endpoint, timeout_ms)
         except errors.CarpoolError as exc:
             status, extra, body = responses.error_response(exc)
             headers = [*responses.JSON_HEADERS, *((k.encode(), v.encode()) for k, v in extra.items())]
@@ -73,7 +73,7 @@ class FastPath:
             failure = errors.CarpoolError(f"{endpoint} failed inside the pod; see its log")
             await _answer(send, 500, responses.JSON_HEADERS, responses.json_bytes(failure.body()))
             return
-        await _answer(send, 200, responses.JSON_HEADERS, body)
+        await _answer(send, status, responses.JSON_HEADERS, body)
 
     @staticmethod
     async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -25,6 +25,7 @@ from serving.settings import BODY_IDLE_TIMEOUT_S
 from serving.validation import quote
 
 __all__ = [
+    "BATCH_PARTIAL_STATUS",
     "ENDPOINTS",
     "MAX_BATCH_ITEMS",
     "TIMEOUT_HEADER",
@@ -39,6 +40,7 @@ router = APIRouter(tags=["inference"])
 MAX_BATCH_ITEMS = 1024
 ENDPOINTS = {"/predict": False, "/predict/trained": True}  # path -> trained models only
 BATCH_ENDPOINT = "/predict/batch"
+BATCH_PARTIAL_STATUS = 207  # Multi-Status: a /predict/batch answer where at least one item failed
 TIMEOUT_HEADER = "x-request-timeout-ms"
 TIMEOUT_HEADER_PATTERN = r"^[1-9][0-9]{0,5}(\.[0-9]{1,3})?$"  # 1 to 999999.999 ms
 _TIMEOUT_HEADER = re.compile(TIMEOUT_HEADER_PATTERN)
@@ -117,8 +119,10 @@ def _outcome(exc: BaseException) -> str:
     return "invalid" if status < 500 else "error"
 
 
-def _predictions(results: dict[str, Any]) -> dict[str, Any]:
-    return {
+def _predictions(results: dict[str, Any], asked: dict[str, str]) -> dict[str, Any]:
+    """Each served model's result under every name the request used for it (`asked`: name used ->
+    served model), so an alias is answered under the alias."""
+    answers = {
         name: {
             "label": prediction.label,
             "score": prediction.score,
@@ -127,6 +131,7 @@ def _predictions(results: dict[str, Any]) -> dict[str, Any]:
         }
         for name, (prediction, seconds) in results.items()
     }
+    return {used: answers[served] for used, served in asked.items()}
 
 
 async def _paced(exc: errors.QueueFull) -> errors.QueueFull:
@@ -153,7 +158,8 @@ async def answer_predict(
     names: list[str] = []  # only names the pod serves label the metrics, never a client's typo
     try:
         text, models, own_timeout_ms = schemas.parse_predict(schemas.parse_json(raw))
-        names = backend.catalog.resolve(models, trained_only=ENDPOINTS[endpoint])
+        asked = backend.catalog.requested(models, trained_only=ENDPOINTS[endpoint])
+        names = list(dict.fromkeys(asked.values()))
         timeout_s = _seconds_left(started, timeout_ms, own_timeout_ms)
         results = await backend.predict(text, names, timeout_s=timeout_s)
     except errors.QueueFull as exc:
@@ -166,12 +172,14 @@ async def answer_predict(
     elapsed = time.perf_counter() - started
     backend.record(endpoint, dict.fromkeys(results, "ok"), elapsed)
     return responses.json_bytes(
-        {"predictions": _predictions(results), "latency_ms": round(elapsed * 1000.0, 3)}
+        {"predictions": _predictions(results, asked), "latency_ms": round(elapsed * 1000.0, 3)}
     )
 
 
-async def answer_batch(backend: Backend, raw: bytes, timeout_ms: float | None = None) -> bytes:
-    """A JSON list of /predict bodies → results in the same order, each with its own error if any.
+async def answer_batch(backend: Backend, raw: bytes, timeout_ms: float | None = None) -> tuple[int, bytes]:
+    """A JSON list of /predict bodies → the status and the results in the same order, each with its
+    own error if any. The status is 200 when every item succeeded and 207 (Multi-Status) when any
+    failed; the body says the same with `ok`, `succeeded` and `failed`.
 
     Items are queued as room appears, in the bulk lane, so a list longer than max_queue_size is
     served whole. `timeout_ms` (header and default) bounds every item; an item's own may shorten it.
@@ -187,10 +195,13 @@ async def answer_batch(backend: Backend, raw: bytes, timeout_ms: float | None = 
             f"/predict/batch takes at most {MAX_BATCH_ITEMS} items, got {len(data)}", limit=MAX_BATCH_ITEMS
         )
 
+    answered: dict[str, None] = {}  # the served models that answered an item, in order
+
     async def one(index: int, item: Any) -> dict[str, Any]:
         try:
             text, models, own_timeout_ms = schemas.parse_predict(item, prefix=f"[{index}]")
-            names = backend.catalog.resolve(models)
+            asked = backend.catalog.requested(models)
+            names = list(dict.fromkeys(asked.values()))
             item_started = time.perf_counter()
             timeout_s = _seconds_left(started, timeout_ms, own_timeout_ms)
             results = await backend.predict(text, names, wait_for_room=True, timeout_s=timeout_s, bulk=True)
@@ -198,22 +209,26 @@ async def answer_batch(backend: Backend, raw: bytes, timeout_ms: float | None = 
             error: dict[str, Any] = {"status": errors.status_for(exc), **exc.body()}
             return {"index": index, "ok": False, "error": error}
         latency_ms = round((time.perf_counter() - item_started) * 1000.0, 3)
-        return {"index": index, "ok": True, "predictions": _predictions(results), "latency_ms": latency_ms}
+        answered.update(dict.fromkeys(results))
+        return {
+            "index": index,
+            "ok": True,
+            "predictions": _predictions(results, asked),
+            "latency_ms": latency_ms,
+        }
 
     results = await asyncio.gather(*(one(i, item) for i, item in enumerate(data)))
-    outcomes: dict[str, str] = {}
-    for result in results:
-        for name in result.get("predictions", {}):
-            outcomes[name] = "ok"
+    outcomes = dict.fromkeys(answered, "ok")  # served names only, whatever alias the items used
     backend.record(BATCH_ENDPOINT, outcomes or {"-": "invalid"}, time.perf_counter() - started)
-    return responses.json_bytes(
-        {
-            "results": results,
-            "succeeded": sum(1 for r in results if r["ok"]),
-            "failed": sum(1 for r in results if not r["ok"]),
-            "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
-        }
-    )
+    failed = sum(1 for r in results if not r["ok"])
+    body = {
+        "ok": failed == 0,
+        "succeeded": len(results) - failed,
+        "failed": failed,
+        "results": results,
+        "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+    }
+    return (BATCH_PARTIAL_STATUS if failed else 200), responses.json_bytes(body)
 
 
 # -- the FastAPI routes: the same answers, documented ------------------------------------------
@@ -261,8 +276,8 @@ def _timeout(request: Request) -> float | None:
     return request_timeout_ms(request.headers.get(TIMEOUT_HEADER), default)
 
 
-def _json(body: bytes) -> Response:
-    return Response(body, media_type="application/json")
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
 
 
 @router.post("/predict", openapi_extra=_PREDICT_BODY, summary="Classify one text with one or more models")
@@ -282,6 +297,8 @@ async def predict_trained(request: Request) -> Response:
 
 @router.post("/predict/batch", openapi_extra=_BATCH_BODY, summary="Classify a list of /predict requests")
 async def predict_batch(request: Request) -> Response:
-    """A JSON list of /predict bodies → results in the same order, each with its own error if any."""
+    """A JSON list of /predict bodies → results in the same order, each with its own error if any:
+    200 when every item succeeded, 207 when any failed (`ok` false, `failed` counts them)."""
     raw = await _read(request, BATCH_ENDPOINT)
-    return _json(await answer_batch(_backend(request), raw, _timeout(request)))
+    status, body = await answer_batch(_backend(request), raw, _timeout(request))
+    return _json(body, status)

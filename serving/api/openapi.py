@@ -157,7 +157,7 @@ def document(base: dict[str, Any], catalog: Catalog, *, admin_token: bool, metri
         "required": ["predictions", "latency_ms"],
         "properties": {"predictions": predictions, "latency_ms": {"type": "number"}},
     }
-    for path, names in (("/predict", catalog.names), ("/predict/trained", catalog.trained_names)):
+    for path, names in (("/predict", catalog.known_names), ("/predict/trained", catalog.known_trained_names)):
         operation = paths[path]["post"]
         operation["requestBody"] = _request_body(_predict_body(names, chars))
         operation["parameters"] = [_TIMEOUT_HEADER]
@@ -188,19 +188,24 @@ def document(base: dict[str, Any], catalog: Catalog, *, admin_token: bool, metri
             "error": {"$ref": "#/components/schemas/Error"},
         },
     }
+    answer = {
+        "type": "object",
+        "required": ["ok", "succeeded", "failed", "results", "latency_ms"],
+        "properties": {
+            "ok": {"type": "boolean", "description": "true when every item succeeded"},
+            "succeeded": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "results": {"type": "array", "items": item},
+            "latency_ms": {"type": "number"},
+        },
+    }
     batch["responses"] = {
-        **_ok(
-            {
-                "type": "object",
-                "required": ["results", "succeeded", "failed", "latency_ms"],
-                "properties": {
-                    "results": {"type": "array", "items": item},
-                    "succeeded": {"type": "integer"},
-                    "failed": {"type": "integer"},
-                    "latency_ms": {"type": "number"},
-                },
-            }
-        ),
+        **_ok(answer, "Every item succeeded (`ok` true)."),
+        str(inference.BATCH_PARTIAL_STATUS): {
+            "description": "Multi-Status: at least one item failed (`ok` false, `failed` > 0); each "
+            "result says its own outcome, and the items that succeeded carry their predictions.",
+            "content": {JSON: {"schema": answer}},
+        },
         **_errors(400, 408, 413, 422),
     }
     configure = paths["/batching/configure"]["post"]

@@ -106,7 +106,7 @@ async def infer(request: Request) -> Response:
         if predictions
         else (await backend.model_info(resolved))["labels"]
     )
-    response = _response(resolved, header.get("id"), predictions, labels, wanted)
+    response = _response(request.path_params["name"], header.get("id"), predictions, labels, wanted)
     backend.record(INFER_ENDPOINT, {resolved: "ok"}, time.perf_counter() - started)
     return response
 
@@ -194,8 +194,9 @@ def _metadata(name: str, labels: list[str]) -> dict[str, Any]:
 async def model_metadata(request: Request) -> Response:
     backend = _backend(request)
     try:
-        name = _model(backend, request)
-        return _json(_metadata(name, (await backend.model_info(name))["labels"]))
+        served = _model(backend, request)
+        labels = (await backend.model_info(served))["labels"]
+        return _json(_metadata(request.path_params["name"], labels))
     except errors.CarpoolError as exc:
         return _error(exc)
 
@@ -209,7 +210,7 @@ async def model_ready(request: Request) -> Response:
     except errors.CarpoolError as exc:
         return _error(exc)
     ok = (await backend.model_info(resolved))["state"] == "ready"
-    return _json({"name": resolved, "ready": ok}, 200 if ok else 503)
+    return _json({"name": request.path_params["name"], "ready": ok}, 200 if ok else 503)
 
 
 # -- the wire format (pure) -------------------------------------------------------------------------

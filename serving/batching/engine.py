@@ -216,7 +216,7 @@ class BatchEngine:
             )
         limit = self.config.max_queue_size if lane == INTERACTIVE else self.bulk_limit()
         if len(self._queue) >= limit:
-            self.stats.overflow += 1
+            self.stats.on_overflow(time.perf_counter())
             retry_after = self.retry_after_s()
             raise errors.QueueFull(
                 f"model {self.name!r} has {len(self._queue)} requests waiting "
@@ -477,6 +477,7 @@ class BatchEngine:
             "max": config.max_queue_size,
             "bulk_limit": self.bulk_limit(),
             "overflow": self.stats.overflow,
+            "overflow_rate_rps": round(self.stats.overflow_rate(now), 3),
             "drain_rate_rps": round(self.stats.drain_rate, 2),
         }
         model = self.cost.model

@@ -20,6 +20,7 @@ WINDOW = 4096  # recent requests kept for percentiles
 RATE_WINDOW_S = 1.0  # arrivals counted over this span for the arrival rate
 BUSY_WINDOW_S = 1.0  # model-thread busy fraction over this span
 THROUGHPUT_WINDOW_S = 10.0
+OVERFLOW_WINDOW_S = 10.0  # refusals (queue full) counted over this span for the overflow rate
 P95_REFRESH_S = 0.1
 WAIT_EWMA = 0.02
 DRAIN_EWMA = 0.2
@@ -41,6 +42,7 @@ class EngineStats:
         self.completed = 0
         self.failed = 0
         self.overflow = 0
+        self._overflows: deque[float] = deque(maxlen=WINDOW)  # when recent refusals happened
         self.cancelled = 0
         self.expired = 0
         self.drain_rate = 0.0  # requests per second the model clears while busy (EWMA over batches)
@@ -83,6 +85,15 @@ class EngineStats:
             self._latencies.append((done, latency_s))
         else:
             self.failed += 1
+
+    def on_overflow(self, now: float) -> None:
+        self.overflow += 1
+        self._overflows.append(now)
+
+    def overflow_rate(self, now: float) -> float:
+        """Refusals (queue full) in the last OVERFLOW_WINDOW_S, per second (a fixed window: a young
+        engine's burst is not read as a huge rate)."""
+        return sum(1 for t in self._overflows if t >= now - OVERFLOW_WINDOW_S) / OVERFLOW_WINDOW_S
 
     def arrival_rate(self, now: float) -> float:
         arrivals = self._arrivals

@@ -46,6 +46,7 @@ class Hub:
             "settings": self.settings.model_dump(mode="json"),
             "kinds": dict(self.pool.catalog.kinds),
             "max_text_chars": self.pool.catalog.max_text_chars,
+            "aliases": dict(self.pool.catalog.aliases),
             "metrics_enabled": self.pool.metrics.enabled,
         }
 

@@ -43,7 +43,7 @@ def handshake(sock: socket.socket) -> dict[str, Any]:
 class RemotePool(asyncio.Protocol):
     def __init__(self, hello: Mapping[str, Any], *, on_lost: Callable[[], None] | None = None) -> None:
         self.settings = ServerSettings.model_validate(hello["settings"])
-        self.catalog = Catalog(dict(hello["kinds"]), int(hello["max_text_chars"]))
+        self.catalog = Catalog(dict(hello["kinds"]), int(hello["max_text_chars"]), dict(hello["aliases"]))
         self.metrics_enabled = bool(hello["metrics_enabled"])
         self.on_lost = on_lost
         self._ids = itertools.count()

@@ -64,6 +64,19 @@ async def test_concurrent_requests_never_get_each_others_results(served: Served)
         assert list(got.values()) == pytest.approx(list(probabilities.values()), abs=1e-5)
 
 
+async def test_predict_batch_says_plainly_whether_every_item_succeeded(served: Served) -> None:
+    fine = await served.client.post("/predict/batch", json=[{"text": "a"}, {"text": "b", "models": ["tiny"]}])
+    assert fine.status_code == 200
+    assert (fine.json()["ok"], fine.json()["succeeded"], fine.json()["failed"]) == (True, 2, 0)
+    every_one_failed = await served.client.post(
+        "/predict/batch", json=[{"text": "Message 1", "models": ["ghost"]}] * 3
+    )
+    assert every_one_failed.status_code == 207
+    body = every_one_failed.json()
+    assert (body["ok"], body["succeeded"], body["failed"]) == (False, 0, 3)
+    assert {r["error"]["status"] for r in body["results"]} == {404}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
@@ -154,12 +167,12 @@ async def test_predict_batch_answers_in_order_with_per_item_errors(served: Serve
         {"text": "Message 5", "models": ["tiny", "tiny_trained"]},
     ]
     response = await served.client.post("/predict/batch", json=items)
-    assert response.status_code == 200
+    assert response.status_code == 207  # Multi-Status: some items failed
     body = response.json()
     results = body["results"]
     assert [r["index"] for r in results] == [0, 1, 2, 3, 4]
     assert [r["ok"] for r in results] == [True, False, False, False, True]
-    assert (body["succeeded"], body["failed"]) == (2, 3)
+    assert (body["ok"], body["succeeded"], body["failed"]) == (False, 2, 3)
     assert results[1]["error"]["status"] == 422 and "empty" in results[1]["error"]["detail"]
     assert results[2]["error"]["status"] == 404 and "'ghost'" in results[2]["error"]["detail"]
     assert (

@@ -34,6 +34,10 @@ async def test_every_reference_resolves_and_every_operation_documents_its_errors
     assert list(metrics["content"]) == ["text/plain"]
     configure = document["paths"]["/batching/configure"]["post"]
     assert "401" in configure["responses"] and configure["security"] == [{"bearer": []}]
+    batch = document["paths"]["/predict/batch"]["post"]["responses"]
+    assert {"200", "207"} <= set(batch) and "ok" in batch["207"]["content"]["application/json"]["schema"][
+        "required"
+    ]
 
 
 async def test_bodies_carry_the_pods_own_bounds_and_names(served: Served) -> None:

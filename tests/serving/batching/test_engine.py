@@ -149,6 +149,7 @@ async def test_full_queue_raises_queue_full(make_engine: EngineFactory) -> None:
         engine.submit("one too many")
     assert caught.value.retry_after_s > 0  # the queue ahead at the estimated drain rate
     assert engine.stats.overflow == 1
+    assert engine.describe()["queue"]["overflow_rate_rps"] == pytest.approx(0.1, abs=0.05)  # 1 in 10 s
     model.gate.set()
     assert [r.label for r in await asyncio.gather(running, *waiting)] == ["running", "w0", "w1", "w2"]
 
@@ -252,6 +253,7 @@ async def test_describe_reports_the_strategy_in_effect_and_the_figures(make_engi
         "max": 256,
         "bulk_limit": 192,
         "overflow": 0,
+        "overflow_rate_rps": 0.0,
         "drain_rate_rps": queue["drain_rate_rps"],
     }
     assert queue["drain_rate_rps"] > 0
