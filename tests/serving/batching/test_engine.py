@@ -407,7 +407,8 @@ async def test_bulk_is_refused_first_a_quarter_of_the_queue_stays_interactive(
 
 async def test_batches_fill_from_interactive_first_without_starving_bulk(make_engine: EngineFactory) -> None:
     model = GatedModel()
-    engine = await make_engine(model, strategy="single_request", max_queue_size=16)
+    # max_batch_size 1: bulk items run alone too (with a larger cap they ride together, below).
+    engine = await make_engine(model, strategy="single_request", max_queue_size=16, max_batch_size=1)
     running = engine.submit("running")
     await until_running(model)
     bulk = [engine.submit(f"b{i}", lane=BULK) for i in range(3)]
@@ -417,6 +418,33 @@ async def test_batches_fill_from_interactive_first_without_starving_bulk(make_en
     order = [batch[0] for batch in model.batches]
     # Interactive first, but never more than BULK_MAX_PASSED (3) batches in a row while bulk waits.
     assert order == ["running", "i0", "i1", "i2", "b0", "i3", "i4", "i5", "b1", "i6", "i7", "i8", "b2"]
+
+
+async def test_single_request_runs_waiting_bulk_items_together_and_interactive_ones_alone(
+    make_engine: EngineFactory,
+) -> None:
+    model = GatedModel()
+    engine = await make_engine(model, strategy="single_request", max_queue_size=16, max_batch_size=4)
+    running = engine.submit("running")
+    await until_running(model)
+    bulk = [engine.submit(f"b{i}", lane=BULK) for i in range(6)]
+    interactive = [engine.submit(f"i{i}") for i in range(4)]
+    model.gate.set()
+    answers = await asyncio.gather(running, *bulk, *interactive)
+    assert [a.label for a in answers] == [
+        "running",
+        *(f"b{i}" for i in range(6)),
+        *(f"i{i}" for i in range(4)),
+    ]
+    assert [list(batch) for batch in model.batches] == [
+        ["running"],
+        ["i0"],
+        ["i1"],
+        ["i2"],
+        ["b0", "b1", "b2", "b3"],
+        ["i3"],
+        ["b4", "b5"],
+    ]
 
 
 async def test_bulk_waiting_for_room_past_its_deadline_is_answered_504(make_engine: EngineFactory) -> None:
