@@ -112,6 +112,8 @@ def _configure_body() -> dict[str, Any]:
                         schema[key] = getattr(rule, attr)
         schema["description"] = (info.description or name) + " null: unchanged."
         properties[name] = {"anyOf": [schema, {"type": "null"}]}
+    model = {"type": "string", "minLength": 1, "description": schemas.MODEL_FIELD_DESCRIPTION}
+    properties = {"model": {"anyOf": [model, {"type": "null"}]}, **properties}
     return {
         "type": "object",
         "additionalProperties": False,
@@ -211,13 +213,14 @@ def document(base: dict[str, Any], catalog: Catalog, *, admin_token: bool, metri
                 "type": "object",
                 "required": ["config", "config_hash", "previous_hash"],
                 "properties": {
+                    "model": {"type": "string", "description": "The model whose config changed, if one."},
                     "config": {"type": "object"},
                     "config_hash": {"type": "string"},
                     "previous_hash": {"type": "string"},
                 },
             }
         ),
-        **_errors(400, 408, 413, 422, *((401,) if admin_token else ())),
+        **_errors(400, 404, 408, 413, 422, *((401,) if admin_token else ())),
     }
     if admin_token:
         configure["security"] = [{"bearer": []}]
