@@ -96,7 +96,7 @@ def _predict_body(names: list[str], max_chars: int) -> dict[str, Any]:
     }
 
 
-def _configure_body() -> dict[str, Any]:
+def _configure_body(names: list[str]) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for name, info in BatchingConfig.model_fields.items():
         annotation = info.annotation
@@ -112,7 +112,8 @@ def _configure_body() -> dict[str, Any]:
                         schema[key] = getattr(rule, attr)
         schema["description"] = (info.description or name) + " null: unchanged."
         properties[name] = {"anyOf": [schema, {"type": "null"}]}
-    model = {"type": "string", "minLength": 1, "description": schemas.MODEL_FIELD_DESCRIPTION}
+    # The served names (others answer 404, as in /predict's `models`).
+    model = {"type": "string", "enum": names or [""], "description": schemas.MODEL_FIELD_DESCRIPTION}
     properties = {"model": {"anyOf": [model, {"type": "null"}]}, **properties}
     return {
         "type": "object",
@@ -206,7 +207,7 @@ def document(base: dict[str, Any], catalog: Catalog, *, admin_token: bool, metri
         **_errors(400, 408, 413, 422),
     }
     configure = paths["/batching/configure"]["post"]
-    configure["requestBody"] = _request_body(_configure_body())
+    configure["requestBody"] = _request_body(_configure_body(catalog.names))
     configure["responses"] = {
         **_ok(
             {

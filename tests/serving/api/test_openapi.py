@@ -54,5 +54,6 @@ async def test_bodies_carry_the_pods_own_bounds_and_names(served: Served) -> Non
     assert field.annotation is int
     model = knobs["schema"]["properties"]["model"]["anyOf"]
     assert model[0]["type"] == "string" and "own config" in model[0]["description"]
+    assert model[0]["enum"] == ["tiny", "tiny_trained"]
     assert model[1] == {"type": "null"}
     assert "404" in document["paths"]["/batching/configure"]["post"]["responses"]
