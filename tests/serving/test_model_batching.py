@@ -137,9 +137,10 @@ def test_a_refused_change_changes_nothing_anywhere(
 
 
 def test_each_model_batches_by_its_own_cap(client: httpx.Client, pod: pods.ServingPod) -> None:
-    """fast (cap 4, holding 50 ms for a batch) and tiny (cap 32) take the same burst of 24."""
+    """fast (cap 4) and tiny (cap 32) take the same burst of 24, each holding a batch up to 200 ms
+    to fill (room enough for the burst to arrive on a busy machine)."""
     client.post(
-        "/batching/configure", json={"strategy": "batch_optimized", "max_wait_time_ms": 50}, headers=AUTH
+        "/batching/configure", json={"strategy": "batch_optimized", "max_wait_time_ms": 200}, headers=AUTH
     )
     client.post("/batching/configure", json={"model": "fast", "max_batch_size": 4}, headers=AUTH)
 
