@@ -103,6 +103,7 @@ class ModelPool:
             try:
                 pool.configure(fields, model=name)
             except (errors.UnknownModel, errors.InvalidConfig) as exc:
+                device_thread.shutdown(wait=False)
                 raise ValueError(f"CARPOOL_MODEL_BATCHING: {exc}") from None
         return pool
 
