@@ -2,10 +2,10 @@
 
 `ModelPool` is what the HTTP layer talks to: it validates texts and model names, fans a request
 out to every model it names (each model has its own queue) and waits for all, and applies a new
-batching config to every engine at once. It holds the facts /health, /batching/stats and
-/models/status report (its models, their engines, the config in force); `serving.reports` shapes
-those bodies. Models load in the background after the server starts, so /health answers 503 until
-all are warm.
+batching config to every engine at once, or to one model's engine (model-specific tuning). It
+holds the facts /health, /batching/stats and /models/status report (its models, their engines,
+the configs in force); `serving.reports` shapes those bodies. Models load in the background
+after the server starts, so /health answers 503 until all are warm.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class ModelPool:
         self.catalog = catalog.Catalog(
             {name: served.kind for name, served in self.served.items()}, max_text_chars
         )
+        self.configs: dict[str, BatchingConfig] = {name: s.engine.config for name, s in self.served.items()}
+        """Each model's own config: the pod's `config` unless tuned for that model."""
         self.metrics.models = self._queue_states
         self._loading: asyncio.Task[None] | None = None
         self._device_thread: ThreadPoolExecutor | None = None  # shared by the engines, see from_models
@@ -71,7 +73,11 @@ class ModelPool:
 
     @classmethod
     def from_models(cls, models: Sequence[Model], config: BatchingConfig, **options: Any) -> ModelPool:
-        """A pool of already built models (tests, EchoModel), all run by one model thread."""
+        """A pool of already built models (tests, EchoModel), all run by one model thread.
+
+        `model_batching` (an option): per-model batching fields over `config`, by model name
+        (`ServerSettings.model_batching`); a name the pool does not serve is a ValueError."""
+        model_batching: Mapping[str, Mapping[str, Any]] = options.pop("model_batching", None) or {}
         metrics = options.get("metrics")
         gpu = options.get("gpu")
         device_thread = ThreadPoolExecutor(1, thread_name_prefix="carpool-model")
@@ -93,6 +99,12 @@ class ModelPool:
         ]
         pool = cls(served, config, **options)
         pool._device_thread = device_thread
+        for name, fields in model_batching.items():
+            try:
+                pool.configure(fields, model=name)
+            except (errors.UnknownModel, errors.InvalidConfig) as exc:
+                device_thread.shutdown(wait=False)
+                raise ValueError(f"CARPOOL_MODEL_BATCHING: {exc}") from None
         return pool
 
     @classmethod
@@ -113,7 +125,12 @@ class ModelPool:
             for spec in specs
         ]
         return cls.from_models(
-            models, settings.batching, metrics=metrics, gpu=gpu, max_text_chars=settings.max_text_chars
+            models,
+            settings.batching,
+            metrics=metrics,
+            gpu=gpu,
+            max_text_chars=settings.max_text_chars,
+            model_batching=settings.model_batching,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -234,21 +251,30 @@ class ModelPool:
 
     # -- configuration ---------------------------------------------------------------------------
 
-    def configure(self, changes: Mapping[str, Any]) -> BatchingConfig:
-        """Apply a partial update to every engine (at its next batch); 422 names a bad field."""
-        try:
-            config = self.config.updated(changes)
-        except ValidationError as exc:
-            problems = validation.problems(exc.errors(include_url=False))
-            raise errors.InvalidConfig(
-                "invalid batching config: " + "; ".join(map(str, problems)),
-                errors=[problem.as_dict() for problem in problems],
-            ) from None
-        self.config = config
-        for served in self.served.values():
-            served.engine.reconfigure(config)
-        log.info("batching config %s applied: %s", config.config_hash(), config.model_dump(mode="json"))
-        return config
+    def configure(self, changes: Mapping[str, Any], *, model: str | None = None) -> BatchingConfig:
+        """Apply a partial update (at each engine's next batch) and return the config it changed.
+
+        With `model` (a served name or alias; 404 otherwise) only that model's config changes.
+        Without it the change is the pod's: its fields are set on the pod's config and on every
+        model's, whatever a model was tuned to, and the fields it does not name keep each model's
+        value. Every config is validated before any applies: a change one model refuses (422,
+        naming the model) changes nothing anywhere.
+        """
+        if model is not None:
+            name = self.catalog.resolve([model])[0]
+            config = _updated(self.configs[name], changes, name)
+            self.configs[name] = config
+            self.served[name].engine.reconfigure(config)
+            log.info("batching config %s applied to %s: %s", config.config_hash(), name, _shown(config))
+            return config
+        pod = _updated(self.config, changes, None)
+        models = {name: _updated(own, changes, name) for name, own in self.configs.items()}
+        self.config = pod
+        for name, config in models.items():
+            self.configs[name] = config
+            self.served[name].engine.reconfigure(config)
+        log.info("batching config %s applied: %s", pod.config_hash(), _shown(pod))
+        return pod
 
     # -- facts for the reports and the metrics ---------------------------------------------------
 
@@ -259,6 +285,23 @@ class ModelPool:
     def ready(self) -> bool:
         """Every model loaded, warm and its engine alive (what /health answers 200 for)."""
         return bool(self.served) and all(served.engine.alive for served in self.served.values())
+
+
+def _updated(config: BatchingConfig, changes: Mapping[str, Any], model: str | None) -> BatchingConfig:
+    """`config` with `changes`; 422 naming the bad field (and the model whose config refused it)."""
+    try:
+        return config.updated(changes)
+    except ValidationError as exc:
+        problems = validation.problems(exc.errors(include_url=False))
+        where = "" if model is None else f" of model {validation.quote(model)}"
+        raise errors.InvalidConfig(
+            f"invalid batching config{where}: " + "; ".join(map(str, problems)),
+            errors=[{**problem.as_dict(), **({"model": model} if model else {})} for problem in problems],
+        ) from None
+
+
+def _shown(config: BatchingConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")
 
 
 def _mark_done(finished: dict[str, float], name: str, _future: asyncio.Future[Prediction]) -> None:

@@ -34,7 +34,8 @@ def health(pool: ModelPool) -> dict[str, Any]:
 
 
 def stats(pool: ModelPool) -> dict[str, Any]:
-    """/batching/stats: the config in force and its hash, the machine, and each engine's figures."""
+    """/batching/stats: the pod's config and its hash, the machine, and each model's figures with
+    its own config and hash (the pod's unless that model was tuned on its own)."""
     config = pool.config
     system: dict[str, Any] = {"cpu": hardware.cpu_snapshot()}
     if pool.gpu is not None:
@@ -46,7 +47,21 @@ def stats(pool: ModelPool) -> dict[str, Any]:
         "effective_strategy": config.effective_strategy.value,
         "uptime_s": round(time.monotonic() - pool.started_at, 3),
         "system": system,
-        "models": {name: served.engine.describe() for name, served in pool.served.items()},
+        "models": {
+            name: {**served.engine.describe(), **_own_config(pool, name)}
+            for name, served in pool.served.items()
+        },
+    }
+
+
+def _own_config(pool: ModelPool, name: str) -> dict[str, Any]:
+    """A model's own config, its hash, and the fields where it differs from the pod's config."""
+    own, pod = pool.configs[name], pool.config
+    shown, pod_shown = own.model_dump(mode="json"), pod.model_dump(mode="json")
+    return {
+        "config": shown,
+        "config_hash": own.config_hash(),
+        "tuned": {field: value for field, value in shown.items() if pod_shown[field] != value},
     }
 
 

@@ -42,6 +42,8 @@ __all__ = [
     "RuntimeName",
     "ServerSettings",
     "Strategy",
+    "format_model_batching",
+    "parse_model_batching",
     "parse_model_runtimes",
     "parse_model_specs",
 ]
@@ -244,6 +246,65 @@ def parse_model_aliases(raw: str) -> dict[str, str]:
     return aliases
 
 
+def parse_model_batching(raw: str, base: BatchingConfig | None = None) -> dict[str, dict[str, str]]:
+    """Parse `CARPOOL_MODEL_BATCHING` ("name:max_batch_size=16,max_wait_time_ms=5;other:enable=false")
+    into each model's batching fields, as `BatchingConfig` field names and their text.
+
+    Each model's fields are checked over `base` (its bounds and the min <= max rule), so a bad
+    override stops the pod at start naming the model and the field; the model names are checked
+    against the models found, later (`ModelPool.from_models`).
+    """
+    base = BatchingConfig.model_validate({}) if base is None else base
+    overrides: dict[str, dict[str, str]] = {}
+    for entry in (part.strip() for part in raw.split(";")):
+        if not entry:
+            continue
+        name, sep, body = (part.strip() for part in entry.partition(":"))
+        if not sep or not name:
+            raise ValueError(
+                f"CARPOOL_MODEL_BATCHING takes NAME:FIELD=VALUE,... items separated by ';', got {entry!r}"
+            )
+        fields: dict[str, str] = {}
+        for item in (part.strip() for part in body.split(",")):
+            if not item:
+                continue
+            field, sep, value = (part.strip() for part in item.partition("="))
+            if not sep or not value:
+                raise ValueError(f"CARPOOL_MODEL_BATCHING ({name}) takes FIELD=VALUE items, got {item!r}")
+            if field not in KNOBS:
+                raise ValueError(
+                    f"CARPOOL_MODEL_BATCHING ({name}): unknown batching field {field!r}; "
+                    f"known: {', '.join(KNOBS)}"
+                )
+            fields[field] = value
+        if name in overrides:
+            raise ValueError(f"CARPOOL_MODEL_BATCHING names model {name!r} twice")
+        try:
+            base.updated(fields)
+        except ValidationError as exc:
+            told = validation.message(exc.errors(), f"{name}.{{}}".format)
+            raise ValueError(f"CARPOOL_MODEL_BATCHING: {told}") from None
+        overrides[name] = fields
+    return overrides
+
+
+def format_model_batching(overrides: Mapping[str, Mapping[str, Any]]) -> str:
+    """`CARPOOL_MODEL_BATCHING`'s text for per-model fields (what `parse_model_batching` reads)."""
+    return ";".join(
+        f"{name}:" + ",".join(f"{field}={_env_text(value)}" for field, value in fields.items())
+        for name, fields in overrides.items()
+        if fields
+    )
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, StrEnum):
+        return value.value
+    return str(value)
+
+
 def _runtime(raw: str, where: str) -> RuntimeName:
     for runtime in RUNTIMES:
         if raw == runtime:
@@ -307,6 +368,10 @@ class ServerSettings(BaseModel):
         "minilm_trained. An alias of a model not served, or named like a served model, is ignored.",
     )
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig.model_validate({}))
+    model_batching: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-model batching fields over `batching` (CARPOOL_MODEL_BATCHING), by model name.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
@@ -324,6 +389,11 @@ class ServerSettings(BaseModel):
             values["model_runtimes"] = parse_model_runtimes(environ["CARPOOL_MODEL_RUNTIMES"])
         if "CARPOOL_MODEL_ALIASES" in environ:
             values["model_aliases"] = parse_model_aliases(environ["CARPOOL_MODEL_ALIASES"])
+
+        if environ.get("CARPOOL_MODEL_BATCHING"):
+            values["model_batching"] = parse_model_batching(
+                environ["CARPOOL_MODEL_BATCHING"], values["batching"]
+            )
         if environ.get("CARPOOL_RUNTIME"):
             values["runtime"] = _runtime(environ["CARPOOL_RUNTIME"].strip(), "CARPOOL_RUNTIME")
         simple = {

@@ -178,20 +178,23 @@ def ready(*, wanted: int, ready: int, generation: int | None) -> Condition:
 def config_applied(
     *,
     config_hash: str,
+    model_hashes: Mapping[str, str] | None = None,
     ready: int,
     behind: Sequence[tuple[str, str]],
     config_map: str,
     generation: int | None,
 ) -> Condition:
-    """ConfigApplied: every ready pod reports `config_hash`; otherwise which pods are behind, and why."""
+    """ConfigApplied: every ready pod reports `config_hash`, and each tuned model its own hash
+    (`model_hashes`, by model); otherwise which pods are behind, and why."""
+    tuned = "".join(f", model {name} config {own}" for name, own in (model_hashes or {}).items())
     if ready == 0:
-        message = f"no ready pods; pods read config {config_hash} from ConfigMap {config_map} at start"
+        message = f"no ready pods; pods read config {config_hash}{tuned} from ConfigMap {config_map} at start"
         return Condition(Type.CONFIG_APPLIED, Status.TRUE, Reason.NO_READY_PODS, message, generation)
     if not behind:
-        message = f"all {ready} ready pods run config {config_hash}"
+        message = f"all {ready} ready pods run config {config_hash}{tuned}"
         return Condition(Type.CONFIG_APPLIED, Status.TRUE, Reason.CONFIG_APPLIED, message, generation)
     details = "; ".join(f"{pod}: {error}" for pod, error in behind)
-    message = f"{len(behind)} of {ready} ready pods behind config {config_hash} (retrying): {details}"
+    message = f"{len(behind)} of {ready} ready pods behind config {config_hash}{tuned} (retrying): {details}"
     return Condition(Type.CONFIG_APPLIED, Status.FALSE, Reason.PODS_BEHIND, message[:1000], generation)
 
 

@@ -7,8 +7,9 @@ periodic timer), so the result never depends on which events were seen:
 2. Secret, ConfigMap, Deployment, Service, Ingress: created when missing, patched back when a
    field the operator sets has drifted (a deleted or hand-edited child is restored);
 3. the policy's ready pods (label `carpool.dev/policy`, filtered here as well) are brought to the
-   batching config (`configpush.converge`), and every pod with an IP, ready or not, is asked for
-   its models (`configpush.read_models`): which failed to load and why, and on which device;
+   batching config, each tuned model (spec.models[].batching) to its own (`configpush.converge`),
+   and every pod with an IP, ready or not, is asked for its models (`configpush.read_models`):
+   which failed to load and why, and on which device;
 4. the status (with each pod's device) and the conditions that say what happened (Ready,
    ConfigApplied, ModelsReady), and Events for each change, push and failure (a failure repeated
    unchanged on the next pass is not posted again).
@@ -154,11 +155,19 @@ async def reconcile(
             if (ip := resources.pod_ip(pod)) is not None
         ]
         results, reports = await asyncio.gather(
-            configpush.converge(targets, policy.batching, token, timeout_s=config.push_timeout_s),
+            configpush.converge(
+                targets,
+                policy.batching,
+                token,
+                models=policy.model_batching,
+                timeout_s=config.push_timeout_s,
+            ),
             configpush.read_models(running, timeout_s=config.push_timeout_s),
         )
 
     wanted_hash = policy.batching.config_hash()
+    model_hashes = {name: own.config_hash() for name, own in policy.model_batching.items()}
+    tuned = "".join(f"; model {name} config {own}" for name, own in model_hashes.items())
     behind: list[tuple[str, str]] = []
     for result in results:
         where = f"pod {result.pod.name} ({result.pod.ip}:{result.pod.port})"
@@ -169,7 +178,8 @@ async def reconcile(
                     body,
                     reason="ConfigPushed",
                     message=f"{where} now runs config {wanted_hash} "
-                    f"(strategy {policy.batching.strategy}, max batch {policy.batching.max_batch_size})",
+                    f"(strategy {policy.batching.strategy}, max batch {policy.batching.max_batch_size})"
+                    + tuned,
                 )
         else:
             error = result.error or "unknown error"
@@ -186,6 +196,7 @@ async def reconcile(
         "readyReplicas": len(targets),
         "configuredReplicas": len(targets) - len(behind),
         "configHash": wanted_hash,
+        "modelConfigs": [{"name": name, "configHash": own} for name, own in model_hashes.items()],
         "pods": pod_status,
     }
     if not behind:
@@ -196,6 +207,7 @@ async def reconcile(
             conditions.ready(wanted=wanted_replicas, ready=len(targets), generation=generation),
             conditions.config_applied(
                 config_hash=wanted_hash,
+                model_hashes=model_hashes,
                 ready=len(targets),
                 behind=behind,
                 config_map=resources.config_map_name(policy.name),

@@ -2,9 +2,10 @@
 
 A policy `<name>` owns:
 
-- ConfigMap `<name>-config`: the guide's batching variables (`BatchingConfig.to_env()`), which the
-  pods read at start through `envFrom`. A live change updates it and is pushed to running pods;
-  the pod template does not change, so nothing rolls.
+- ConfigMap `<name>-config`: the guide's batching variables (`BatchingConfig.to_env()`) and the
+  tuned models' own fields (`CARPOOL_MODEL_BATCHING`), which the pods read at start through
+  `envFrom`. A live change updates it and is pushed to running pods; the pod template does not
+  change, so nothing rolls.
 - Secret `<name>-admin`: the bearer token of `POST /batching/configure`, generated once and kept.
 - Deployment `<name>`: `carpool serve` pods labelled `carpool.dev/policy: <name>`, ready on
   /health and live on /livez, annotated for Prometheus scraping. The template carries a digest of
@@ -100,14 +101,21 @@ def _metadata(policy: spec.PolicySpec, name: str) -> dict[str, Any]:
 
 
 def build_config_map(policy: spec.PolicySpec) -> dict[str, Any]:
-    """The batching config new pods start with, as the guide's environment variables."""
+    """The batching config new pods start with, as the guide's environment variables, and each
+    tuned model's own fields as CARPOOL_MODEL_BATCHING (always present, empty when no model is
+    tuned: a merge patch that left the key out would keep an old value)."""
     metadata = _metadata(policy, config_map_name(policy.name))
     metadata["annotations"] = {CONFIG_HASH_ANNOTATION: policy.batching.config_hash()}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata,
-        "data": {**policy.batching.to_env(), "ENABLE_METRICS": "true", "ENABLE_LOGGING": "true"},
+        "data": {
+            **policy.batching.to_env(),
+            "CARPOOL_MODEL_BATCHING": serving_settings.format_model_batching(policy.model_overrides),
+            "ENABLE_METRICS": "true",
+            "ENABLE_LOGGING": "true",
+        },
     }
 
 

@@ -10,6 +10,8 @@ validation was bypassed.
 The pods' batching knobs are not redefined here: `spec.strategy`, `spec.batching` and
 `spec.adaptive` become a `serving.settings.BatchingConfig`, the one definition the pod, its
 `POST /batching/configure` and this operator share; each of its fields names its path in the CR.
+A model's `spec.models[].batching` takes the knobs of `spec.batching` (those whose path lies
+there), each overriding the policy's for that model: `PolicySpec.model_batching`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "KIND",
     "MAX_NAME_LENGTH",
     "MODELS_ROOT",
+    "MODEL_BATCHING_KEYS",
     "PLURAL",
     "RESERVED_ENV",
     "RESOURCE",
@@ -71,11 +74,19 @@ BATCHING_FIELD_PATHS: dict[str, str] = {
 }
 """Where each BatchingConfig field lives in the custom resource (declared on BatchingConfig)."""
 
+MODEL_BATCHING_KEYS: dict[str, str] = {
+    field: path.removeprefix("batching.")
+    for field, path in serving_settings.PATH_BY_FIELD.items()
+    if path.startswith("batching.")
+}
+"""The BatchingConfig fields a model may override in spec.models[].batching, and their keys there."""
+
 RESERVED_ENV = frozenset(
     {
         "CARPOOL_ADMIN_TOKEN",
         "CARPOOL_MODELS",
         "CARPOOL_MODEL_RUNTIMES",
+        "CARPOOL_MODEL_BATCHING",
         "CARPOOL_WORKERS",
         "CARPOOL_HOST",
         "CARPOOL_PORT",
@@ -137,6 +148,8 @@ class ModelRef:
     """The model's directory in the serving container (or `embedded:NAME`)."""
     source: PvcSource | ImageSource | None = None
     runtime: str = "auto"
+    batching: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """spec.models[].batching as BatchingConfig fields (`max_batch_size`), the ones given only."""
 
     @property
     def mount_path(self) -> str:
@@ -217,6 +230,17 @@ class PolicySpec:
     serving: ServingSpec = dataclasses.field(default_factory=ServingSpec)
     ingress: IngressSpec = dataclasses.field(default_factory=IngressSpec)
     autoscaling: AutoscalingSpec = dataclasses.field(default_factory=AutoscalingSpec)
+    model_batching: Mapping[str, serving_settings.BatchingConfig] = dataclasses.field(default_factory=dict)
+    """Each model with spec.models[].batching: its own config (the policy's with the overrides)."""
+
+    @property
+    def model_overrides(self) -> dict[str, dict[str, Any]]:
+        """Each tuned model's own fields, as the pods' CARPOOL_MODEL_BATCHING carries them."""
+        return {model.name: dict(model.batching) for model in self.models if model.batching}
+
+    def config_for(self, model: str) -> serving_settings.BatchingConfig:
+        """The config `model` should run: its own, or the policy's."""
+        return self.model_batching.get(model, self.batching)
 
     @property
     def initial_replicas(self) -> int:
@@ -237,10 +261,12 @@ def parse(spec: Mapping[str, Any], *, name: str, namespace: str) -> PolicySpec:
     serving = _serving(_mapping(spec.get("serving"), "spec.serving"))
     models = _models(spec.get("models"), "spec.models")
     _check_model_paths(models, serving)
+    batching = _batching(spec)
     return PolicySpec(
         name=name,
         namespace=namespace,
-        batching=_batching(spec),
+        batching=batching,
+        model_batching=_model_batching(models, batching),
         models=models,
         serving=serving,
         ingress=_ingress(_mapping(spec.get("ingress"), "spec.ingress")),
@@ -260,6 +286,46 @@ def _batching(spec: Mapping[str, Any]) -> serving_settings.BatchingConfig:
     except ValidationError as exc:
         first = exc.errors()[:1]  # like every check here, name the first field that cannot work
         raise InvalidSpec(validation.message(first, BATCHING_FIELD_PATHS.__getitem__)) from None
+
+
+def _model_overrides(raw: Any, where: str) -> dict[str, Any]:
+    """spec.models[i].batching as BatchingConfig fields; its types checked (ranges: `_model_batching`)."""
+    given = _mapping(raw, where)
+    keys = {key: field for field, key in MODEL_BATCHING_KEYS.items()}
+    fields: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in keys:
+            raise InvalidSpec(f"{where} has no field {key!r}; it takes {', '.join(keys)}")
+        if value is None:
+            continue
+        if isinstance(value, str):
+            raise InvalidSpec(f"{where}.{key} must be a number or boolean, got {value!r}")
+        fields[keys[key]] = value
+    return fields
+
+
+def _model_batching(
+    models: Sequence[ModelRef], batching: serving_settings.BatchingConfig
+) -> dict[str, serving_settings.BatchingConfig]:
+    """Each tuned model's config: the policy's with its overrides, checked like the policy's (a
+    rule over both names each field where it was set: `spec.models[0].batching.minBatchSize (64)
+    must be <= spec.batching.maxBatchSize (32)`)."""
+    configs = {}
+    for index, model in enumerate(models):
+        if not model.batching:
+            continue
+        where = f"spec.models[{index}].batching"
+
+        def path(field: str, own: Mapping[str, Any] = model.batching, where: str = where) -> str:
+            if field in own:
+                return f"{where}.{MODEL_BATCHING_KEYS[field]}"
+            return BATCHING_FIELD_PATHS.get(field, field)
+
+        try:
+            configs[model.name] = batching.updated(model.batching)
+        except ValidationError as exc:
+            raise InvalidSpec(validation.message(exc.errors()[:1], path)) from None
+    return configs
 
 
 def _at(spec: Mapping[str, Any], path: str) -> Any:
@@ -299,7 +365,8 @@ def _models(raw: Any, path: str) -> tuple[ModelRef, ...]:
         runtime = _str(item.get("runtime"), f"{where}.runtime") or "auto"
         if runtime not in RUNTIMES:
             raise InvalidSpec(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        models.append(ModelRef(model_name, model_path, source, runtime))
+        batching = _model_overrides(item.get("batching"), f"{where}.batching")
+        models.append(ModelRef(model_name, model_path, source, runtime, batching))
     return tuple(models)
 
 

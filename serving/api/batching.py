@@ -54,7 +54,8 @@ async def batching_stats(request: Request) -> JSONResponse:
 
 @router.post("/batching/configure", summary="Change the batching config live")  # body: api.openapi
 async def batching_configure(request: Request) -> JSONResponse:
-    """Partial update; applies at each model's next batch; returns the new config and its hash."""
+    """Partial update of the pod's config, or of one model's (`model`); applies at each model's next
+    batch; returns the new config and its hash."""
     _check_token(request)
     data: Any = schemas.parse_json(await inference.read_body(request, CONFIGURE_BODY_LIMIT))
     if not isinstance(data, dict):
@@ -76,5 +77,9 @@ async def batching_configure(request: Request) -> JSONResponse:
             # A value of the wrong JSON type may be a long list or object: the detail quotes it, cut.
             errors=[{"field": problem.field, "message": problem.message} for problem in problems],
         ) from None
+    model = data.pop("model", None)
+    backend = _backend(request)
+    if model is not None:
+        model = backend.catalog.resolve([model])[0]  # 404 naming the served models; an alias resolved
     changes = {key: value for key, value in data.items() if value is not None}
-    return JSONResponse(await _backend(request).configure(changes))
+    return JSONResponse(await backend.configure(changes, model))

@@ -96,7 +96,7 @@ def _predict_body(names: list[str], max_chars: int) -> dict[str, Any]:
     }
 
 
-def _configure_body() -> dict[str, Any]:
+def _configure_body(names: list[str]) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for name, info in BatchingConfig.model_fields.items():
         annotation = info.annotation
@@ -112,6 +112,9 @@ def _configure_body() -> dict[str, Any]:
                         schema[key] = getattr(rule, attr)
         schema["description"] = (info.description or name) + " null: unchanged."
         properties[name] = {"anyOf": [schema, {"type": "null"}]}
+    # The served names (others answer 404, as in /predict's `models`).
+    model = {"type": "string", "enum": names or [""], "description": schemas.MODEL_FIELD_DESCRIPTION}
+    properties = {"model": {"anyOf": [model, {"type": "null"}]}, **properties}
     return {
         "type": "object",
         "additionalProperties": False,
@@ -209,20 +212,21 @@ def document(base: dict[str, Any], catalog: Catalog, *, admin_token: bool, metri
         **_errors(400, 408, 413, 422),
     }
     configure = paths["/batching/configure"]["post"]
-    configure["requestBody"] = _request_body(_configure_body())
+    configure["requestBody"] = _request_body(_configure_body(catalog.names))
     configure["responses"] = {
         **_ok(
             {
                 "type": "object",
                 "required": ["config", "config_hash", "previous_hash"],
                 "properties": {
+                    "model": {"type": "string", "description": "The model whose config changed, if one."},
                     "config": {"type": "object"},
                     "config_hash": {"type": "string"},
                     "previous_hash": {"type": "string"},
                 },
             }
         ),
-        **_errors(400, 408, 413, 422, *((401,) if admin_token else ())),
+        **_errors(400, 404, 408, 413, 422, *((401,) if admin_token else ())),
     }
     if admin_token:
         configure["security"] = [{"bearer": []}]

@@ -59,13 +59,19 @@ def _partial(info: FieldInfo) -> Any:
     return (kind | None, Field(None, strict=not enum, description=info.description))
 
 
+MODEL_FIELD_DESCRIPTION = (
+    "The served model (or alias) whose own config changes; the others keep theirs. "
+    "Left out or null: the pod's config, and the named fields on every model."
+)
+
 ConfigureRequest: type[BaseModel] = create_model(
     "ConfigureRequest",
     __config__=ConfigDict(extra="forbid"),
     __doc__="A partial update of the batching config: fields left out keep their value.",
+    model=(str | None, Field(None, strict=True, min_length=1, description=MODEL_FIELD_DESCRIPTION)),
     **{name: _partial(info) for name, info in BatchingConfig.model_fields.items()},
 )
-"""The body of POST /batching/configure, derived from `BatchingConfig`'s fields."""
+"""The body of POST /batching/configure: `model`, and the fields derived from `BatchingConfig`'s."""
 
 
 def validation_message(exc: ValidationError, prefix: str = "") -> str:

@@ -40,8 +40,9 @@ class Backend(Protocol):
     def record(self, endpoint: str, outcomes: Mapping[str, str], seconds: float) -> None:
         """Count one answered request in the pod's metrics."""
 
-    async def configure(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply a partial batching config; the new config, its hash and the previous hash."""
+    async def configure(self, changes: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
+        """Apply a partial batching config to the pod, or to one served `model` (its name, not an
+        alias); the new config, its hash and the previous hash (and the model's name)."""
         ...
 
     async def live(self) -> bool:

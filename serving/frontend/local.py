@@ -34,17 +34,21 @@ class LocalBackend:
     def record(self, endpoint: str, outcomes: Mapping[str, str], seconds: float) -> None:
         self.pool.metrics.on_request(endpoint, outcomes, seconds)
 
-    async def configure(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        return self.configure_now(changes)
+    async def configure(self, changes: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
+        return self.configure_now({"changes": changes, "model": model})
 
-    def configure_now(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        previous = self.pool.config.config_hash()
-        config = self.pool.configure(changes)
-        return {
-            "config": config.model_dump(mode="json"),
-            "config_hash": config.config_hash(),
-            "previous_hash": previous,
-        }
+    def configure_now(self, call: Mapping[str, Any]) -> dict[str, Any]:
+        """`call`: {"changes": the fields, "model": a served name or None (the pod's config)}."""
+        model: str | None = call.get("model")
+        if model is not None:
+            model = self.pool.catalog.resolve([model])[0]
+        previous = (self.pool.config if model is None else self.pool.configs[model]).config_hash()
+        config = self.pool.configure(call["changes"], model=model)
+        reply: dict[str, Any] = {} if model is None else {"model": model}
+        reply.update(
+            config=config.model_dump(mode="json"), config_hash=config.config_hash(), previous_hash=previous
+        )
+        return reply
 
     async def live(self) -> bool:
         return True

@@ -156,8 +156,8 @@ class RemotePool(asyncio.Protocol):
     async def _call(self, method: str, argument: Any = None) -> Any:
         return await self._ask(wire.CALL, method, argument)
 
-    async def configure(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        reply: dict[str, Any] = await self._call("configure", dict(changes))
+    async def configure(self, changes: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
+        reply: dict[str, Any] = await self._call("configure", {"changes": dict(changes), "model": model})
         return reply
 
     async def live(self) -> bool:

@@ -134,6 +134,16 @@ def test_every_shipped_policy_is_accepted_by_the_crd_and_the_operator(policy: di
         pytest.param(
             {"adaptive": {"loadThreshold": 0}}, "less than or equal to the minimum", id="threshold-zero"
         ),
+        pytest.param(
+            {"models": [{"name": "a", "path": "embedded:minilm", "batching": {"maxBatchsize": 8}}]},
+            "'maxBatchsize' was unexpected",
+            id="misspelt-model-field",
+        ),
+        pytest.param(
+            {"models": [{"name": "a", "path": "embedded:minilm", "batching": {"maxWaitTimeMs": -1}}]},
+            "less than the minimum of 0",
+            id="model-negative-wait",
+        ),
     ],
 )
 def test_the_policy_check_refuses_what_the_api_server_would(change: dict[str, Any], message: str) -> None:

@@ -166,6 +166,62 @@ def test_the_crd_has_no_batching_knob_the_pod_lacks() -> None:
     assert in_crd == set(serving_settings.PATH_BY_FIELD.values())
 
 
+def _model_knob_node(key: str) -> Mapping[str, Any]:
+    models = SCHEMA["properties"]["spec"]["properties"]["models"]["items"]["properties"]
+    node: Mapping[str, Any] = models["batching"]["properties"]
+    assert key in node, f"the CRD has no spec.models[].batching.{key}"
+    return node[key]
+
+
+@pytest.mark.parametrize("field", list(policy_spec.MODEL_BATCHING_KEYS))
+def test_each_per_model_knob_is_the_policys_without_its_default(field: str) -> None:
+    """spec.models[].batching.<key>: the type, enum and bounds of the declaration, and no default
+    (a model that leaves it out runs the policy's value)."""
+    info = serving_settings.BatchingConfig.model_fields[field]
+    node = _model_knob_node(policy_spec.MODEL_BATCHING_KEYS[field])
+    policy_node = _knob_node(serving_settings.PATH_BY_FIELD[field])
+    assert node["type"] == policy_node["type"]
+    assert node.get("enum") == policy_node.get("enum")
+    bounds = {key: node[key] for key in ("minimum", "maximum", "exclusiveMinimum") if key in node}
+    assert bounds == _bounds(info)
+    assert "default" not in node and node["description"]
+
+
+def test_a_model_overrides_the_knobs_of_spec_batching_and_no_other() -> None:
+    models = SCHEMA["properties"]["spec"]["properties"]["models"]["items"]["properties"]
+    in_crd = {f"batching.{key}" for key in models["batching"]["properties"]}
+    declared = {path for path in serving_settings.PATH_BY_FIELD.values() if path.startswith("batching.")}
+    assert in_crd == declared
+    assert "default" not in models["batching"]
+
+
+@pytest.mark.parametrize(
+    ("own", "policy"),
+    [
+        pytest.param({"minBatchSize": 64}, {}, id="own-min-above-policys-max"),
+        pytest.param({"minBatchSize": 16}, {"maxBatchSize": 64}, id="own-min-under-policys-max"),
+        pytest.param({"maxBatchSize": 2}, {"minBatchSize": 4}, id="own-max-under-policys-min"),
+        pytest.param({"maxBatchSize": 4}, {"minBatchSize": 4}, id="own-max-at-policys-min"),
+        pytest.param({"minBatchSize": 8, "maxBatchSize": 4}, {}, id="own-min-above-own-max"),
+        pytest.param(
+            {"minBatchSize": 48, "maxBatchSize": 64}, {"minBatchSize": 2}, id="own-both-above-policy"
+        ),
+        pytest.param({"maxWaitTimeMs": 3}, {"minBatchSize": 40, "maxBatchSize": 64}, id="others-policys"),
+    ],
+)
+def test_the_crds_min_max_rule_holds_for_each_model_as_the_pods_does(
+    own: dict[str, int], policy: dict[str, int]
+) -> None:
+    spec = {"batching": policy, "models": [{"name": "m", "path": "embedded:minilm", "batching": own}]}
+    refused_by_crd = bool(admission_errors(_policy(**spec)))
+    try:
+        policy_spec.parse(spec, name="p", namespace="default")
+        refused_by_operator = False
+    except policy_spec.InvalidSpec:
+        refused_by_operator = True
+    assert refused_by_crd == refused_by_operator
+
+
 @pytest.mark.parametrize(
     ("low", "high"), [(1, 1), (8, 16), (16, 8), (2, 1), (1024, 1024), (64, None), (None, 0)]
 )
@@ -292,6 +348,18 @@ INVALID = [
         "runtime",
         True,
         id="unknown-runtime",
+    ),
+    pytest.param(
+        _policy(models=[{"name": "a", "path": "embedded:minilm", "batching": {"maxBatchSize": 0}}]),
+        "maxBatchSize",
+        True,
+        id="model-zero-batch",
+    ),
+    pytest.param(
+        _policy(models=[{"name": "a", "path": "embedded:minilm", "batching": {"minBatchSize": 64}}]),
+        "minBatchSize",
+        True,
+        id="model-min-above-policys-max",
     ),
     pytest.param(_policy(serving={"workers": "many"}), "workers", True, id="workers-not-auto"),
     pytest.param(_policy(serving={"workers": 0}), "workers", True, id="zero-workers"),

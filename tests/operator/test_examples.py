@@ -43,7 +43,7 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 
 async def test_every_example_is_reconciled_with_its_models_mounted(server: k8s.ApiServer) -> None:
     documents = [yaml.safe_load(path.read_text()) for path in EXAMPLES]
-    assert len(documents) == 3
+    assert len(documents) == 4
     for document in documents:
         await server.create(kube.POLICIES, NS, {"metadata": document["metadata"], "spec": document["spec"]})
 
@@ -93,4 +93,9 @@ async def test_every_example_is_reconciled_with_its_models_mounted(server: k8s.A
             what=f"{name} Ready",
         )
         assert ready["reason"] != "InvalidSpec", ready["message"]
+        config_map = server.get(kube.CONFIG_MAPS, NS, f"{name}-config")
+        assert config_map is not None
+        tuned = [m["name"] for m in document["spec"].get("models") or () if m.get("batching")]
+        overrides = config_map["data"]["CARPOOL_MODEL_BATCHING"]
+        assert [entry.split(":", 1)[0] for entry in filter(None, overrides.split(";"))] == tuned
     assert sources == {"persistentVolumeClaim", "emptyDir"}

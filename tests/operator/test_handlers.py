@@ -75,7 +75,12 @@ async def test_a_policy_gets_owned_children(server: k8s.ApiServer) -> None:
     config = serving_settings.BatchingConfig(
         strategy=serving_settings.Strategy.BATCH_OPTIMIZED, max_batch_size=16, max_wait_time_ms=40
     )
-    assert config_map["data"] == {**config.to_env(), "ENABLE_METRICS": "true", "ENABLE_LOGGING": "true"}
+    assert config_map["data"] == {
+        **config.to_env(),
+        "CARPOOL_MODEL_BATCHING": "",  # no model tuned
+        "ENABLE_METRICS": "true",
+        "ENABLE_LOGGING": "true",
+    }
     assert len(_token(secret)) >= 32
 
     template = deployment["spec"]["template"]

@@ -98,6 +98,7 @@ async def test_a_first_pass_creates_the_children_and_a_second_changes_nothing(
             "readyReplicas": 0,
             "configuredReplicas": 0,
             "configHash": config_hash,
+            "modelConfigs": [],  # no model tuned
             "pods": [],
             "appliedConfigHash": config_hash,
         }

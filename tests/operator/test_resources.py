@@ -45,11 +45,45 @@ def test_the_config_map_holds_the_guides_variables() -> None:
         "MAX_QUEUE_SIZE": "256",
         "LOAD_THRESHOLD": "0.7",
         "LATENCY_THRESHOLD_MS": "200.0",
+        "CARPOOL_MODEL_BATCHING": "",
         "ENABLE_METRICS": "true",
         "ENABLE_LOGGING": "true",
     }
     assert serving_settings.BatchingConfig.from_env(built["data"]) == p.batching
     assert built["metadata"]["annotations"]["carpool.dev/config-hash"] == p.batching.config_hash()
+
+
+def test_the_config_map_gives_tuned_models_their_own_config_at_start() -> None:
+    p = policy(
+        strategy="batch_optimized",
+        batching={"maxBatchSize": 16},
+        models=[
+            {
+                "name": "phishing",
+                "path": "embedded:minilm",
+                "batching": {"maxBatchSize": 4, "enabled": False},
+            },
+            {"name": "spam", "path": "embedded:minilm", "batching": {"maxWaitTimeMs": 2.5}},
+            {"name": "plain", "path": "embedded:minilm"},
+        ],
+    )
+    data = resources.build_config_map(p)["data"]
+    assert (
+        data["CARPOOL_MODEL_BATCHING"] == "phishing:max_batch_size=4,enable=false;spam:max_wait_time_ms=2.5"
+    )
+    # What a pod restarted from this ConfigMap runs: the pod's settings read it as the operator meant.
+    settings = serving_settings.ServerSettings.from_env(data)
+    assert settings.batching == p.batching
+    assert {
+        name: settings.batching.updated(fields) for name, fields in settings.model_batching.items()
+    } == p.model_batching
+    # Tuning a model changes the ConfigMap only: the pods' template, and so the pods, stay.
+    plain = policy(
+        strategy="batch_optimized",
+        batching={"maxBatchSize": 16},
+        models=[{"name": name, "path": "embedded:minilm"} for name in ("phishing", "spam", "plain")],
+    )
+    assert deployment(p) == deployment(plain)
 
 
 def test_the_secret_round_trips_its_token() -> None:

@@ -319,3 +319,81 @@ def test_gpu_and_workers_defaults() -> None:
 )
 def test_the_autoscaling_switch_is_read_without_parsing_the_spec(raw: Any, enabled: bool) -> None:
     assert spec.autoscaling_enabled(raw) is enabled
+
+
+def _tuned(own: dict[str, Any], /, **policy: Any) -> dict[str, Any]:
+    models = [
+        {"name": "phishing", "path": "embedded:minilm", "batching": own},
+        {"name": "spam", "path": "embedded:minilm"},
+    ]
+    return {"models": models, **policy}
+
+
+def test_a_models_batching_overrides_the_policys_for_that_model_only() -> None:
+    policy = parse(
+        _tuned(
+            {"maxBatchSize": 8, "maxWaitTimeMs": 2, "enabled": False},
+            strategy="batch_optimized",
+            batching={"maxBatchSize": 64, "maxQueueSize": 500},
+        )
+    )
+    own = policy.batching.updated({"max_batch_size": 8, "max_wait_time_ms": 2, "enable": False})
+    assert policy.model_batching == {"phishing": own}
+    assert policy.config_for("phishing") == own and policy.config_for("spam") == policy.batching
+    assert own.max_queue_size == 500 and own.strategy == "batch_optimized"  # the rest is the policy's
+    assert policy.model_overrides == {
+        "phishing": {"max_batch_size": 8, "max_wait_time_ms": 2, "enable": False}
+    }
+
+
+def test_a_model_may_override_exactly_the_knobs_of_spec_batching() -> None:
+    assert set(spec.MODEL_BATCHING_KEYS.values()) == {
+        "enabled",
+        "maxBatchSize",
+        "maxWaitTimeMs",
+        "minBatchSize",
+        "maxQueueSize",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param(
+            _tuned({"minBatchSize": 64}),
+            "spec.models[0].batching.minBatchSize (64) must be <= spec.batching.maxBatchSize (32)",
+            id="own-min-above-policys-max",
+        ),
+        pytest.param(
+            _tuned({"maxBatchSize": 2}, batching={"minBatchSize": 4}),
+            "spec.batching.minBatchSize (4) must be <= spec.models[0].batching.maxBatchSize (2)",
+            id="policys-min-above-own-max",
+        ),
+        pytest.param(
+            _tuned({"maxBatchSize": 0}),
+            "spec.models[0].batching.maxBatchSize: Input should be greater than or equal to 1 (got 0)",
+            id="zero-batch",
+        ),
+        pytest.param(
+            _tuned({"maxBatchSize": "8"}),
+            "spec.models[0].batching.maxBatchSize must be a number or boolean, got '8'",
+            id="string-number",
+        ),
+        pytest.param(
+            _tuned({"strategy": "adaptive"}),
+            "spec.models[0].batching has no field 'strategy'; it takes enabled, maxBatchSize",
+            id="not-a-batching-knob",
+        ),
+    ],
+)
+def test_a_models_batching_refuses_what_cannot_work_naming_the_field(
+    raw: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(spec.InvalidSpec) as caught:
+        parse(raw)
+    assert message in str(caught.value)
+
+
+def test_the_pods_cannot_be_told_model_batching_through_spec_serving_env() -> None:
+    with pytest.raises(spec.InvalidSpec, match="CARPOOL_MODEL_BATCHING, which the operator manages"):
+        parse({"serving": {"env": [{"name": "CARPOOL_MODEL_BATCHING", "value": "a:max_batch_size=1"}]}})

@@ -74,6 +74,34 @@ def test_runtimes_come_from_the_environment_per_model_over_the_default() -> None
     assert settings.runtime_for("spam") == "onnx"
 
 
+def test_per_model_batching_comes_from_the_environment_over_the_batching_variables() -> None:
+    settings = ServerSettings.from_env(
+        {
+            "MAX_BATCH_SIZE": "16",
+            "CARPOOL_MODEL_BATCHING": " phishing : max_batch_size=4 , enable=false ; "
+            "spam:strategy=single_request;",
+        }
+    )
+    assert settings.model_batching == {
+        "phishing": {"max_batch_size": "4", "enable": "false"},
+        "spam": {"strategy": "single_request"},
+    }
+    phishing = settings.batching.updated(settings.model_batching["phishing"])
+    assert (phishing.max_batch_size, phishing.enable, phishing.max_wait_time_ms) == (4, False, 10.0)
+    assert ServerSettings.from_env({}).model_batching == {}
+
+
+def test_per_model_batching_is_written_as_it_is_read() -> None:
+    overrides = {"a": {"enable": False, "max_wait_time_ms": 2.5}, "b": {"strategy": "adaptive"}, "c": {}}
+    text = settings_module.format_model_batching(overrides)
+    assert text == "a:enable=false,max_wait_time_ms=2.5;b:strategy=adaptive"
+    base = BatchingConfig.model_validate({})
+    read = settings_module.parse_model_batching(text)
+    assert {name: base.updated(fields) for name, fields in read.items()} == {
+        name: base.updated(fields) for name, fields in overrides.items() if fields
+    }
+
+
 def test_flags_win_over_the_environment() -> None:
     settings = ServerSettings.from_env({"CARPOOL_PORT": "9000"}, port=8123, host=None)
     assert (settings.host, settings.port) == ("0.0.0.0", 8123)
@@ -93,6 +121,27 @@ def test_flags_win_over_the_environment() -> None:
             id="model-runtime",
         ),
         pytest.param({"CARPOOL_MODEL_RUNTIMES": "onnx"}, "NAME=RUNTIME", id="model-runtime-form"),
+        pytest.param(
+            {"CARPOOL_MODEL_BATCHING": "a:max_batch_size=0"},
+            r"CARPOOL_MODEL_BATCHING: a\.max_batch_size: Input should be greater than or equal to 1",
+            id="model-batching-bound",
+        ),
+        pytest.param(
+            {"MAX_BATCH_SIZE": "8", "CARPOOL_MODEL_BATCHING": "a:min_batch_size=9"},
+            r"a\.min_batch_size \(9\) must be <= a\.max_batch_size \(8\)",
+            id="model-batching-min-above-the-pods-max",
+        ),
+        pytest.param(
+            {"CARPOOL_MODEL_BATCHING": "a:batch=4"},
+            "unknown batching field 'batch'",
+            id="model-batching-field",
+        ),
+        pytest.param({"CARPOOL_MODEL_BATCHING": "a:max_batch_size"}, "FIELD=VALUE", id="model-batching-item"),
+        pytest.param(
+            {"CARPOOL_MODEL_BATCHING": "a:enable=false;a:max_batch_size=2"},
+            "model 'a' twice",
+            id="model-twice",
+        ),
     ],
 )
 def test_a_bad_environment_is_refused_naming_the_variable(environ: dict[str, str], needle: str) -> None:

@@ -56,3 +56,8 @@ async def test_bodies_carry_the_pods_own_bounds_and_names(served: Served) -> Non
     field = BatchingConfig.model_fields["max_batch_size"]
     assert size["type"] == "integer" and (size["minimum"], size["maximum"]) == (1, 1024)
     assert field.annotation is int
+    model = knobs["schema"]["properties"]["model"]["anyOf"]
+    assert model[0]["type"] == "string" and "own config" in model[0]["description"]
+    assert model[0]["enum"] == ["tiny", "tiny_trained"]
+    assert model[1] == {"type": "null"}
+    assert "404" in document["paths"]["/batching/configure"]["post"]["responses"]

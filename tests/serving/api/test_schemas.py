@@ -14,14 +14,14 @@ from serving.settings import BatchingConfig
 pytestmark = pytest.mark.unit
 
 
-def test_the_configure_body_has_every_batching_field_each_optional() -> None:
-    assert list(schemas.ConfigureRequest.model_fields) == list(BatchingConfig.model_fields)
+def test_the_configure_body_has_the_model_and_every_batching_field_each_optional() -> None:
+    assert list(schemas.ConfigureRequest.model_fields) == ["model", *BatchingConfig.model_fields]
     empty = schemas.ConfigureRequest.model_validate({})
     assert all(value is None for value in empty.model_dump().values())
     full = BatchingConfig.model_validate({}).model_dump(mode="json")
-    assert schemas.ConfigureRequest.model_validate(full).model_dump(mode="json") == full
-    for name, info in schemas.ConfigureRequest.model_fields.items():
-        assert info.description == BatchingConfig.model_fields[name].description
+    assert schemas.ConfigureRequest.model_validate(full).model_dump(mode="json") == {"model": None, **full}
+    for name, info in BatchingConfig.model_fields.items():
+        assert schemas.ConfigureRequest.model_fields[name].description == info.description
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,8 @@ def test_the_configure_body_has_every_batching_field_each_optional() -> None:
         ),
         pytest.param({"strategy": "fastest"}, "strategy: Input should be 'single_request'", id="strategy"),
         pytest.param({"max_batchsize": 4}, "max_batchsize: Extra inputs are not permitted", id="unknown"),
+        pytest.param({"model": ["tiny"]}, "model: Input should be a valid string", id="model-list"),
+        pytest.param({"model": ""}, "model: String should have at least 1 character", id="model-empty"),
     ],
 )
 def test_the_configure_body_takes_json_types_strictly(body: dict[str, Any], needle: str) -> None:
