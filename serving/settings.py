@@ -282,6 +282,13 @@ class ServerSettings(BaseModel):
     cache_dir: Path | None = Field(
         None, description="Where exported ONNX models are kept; default: beside each model."
     )
+    variant: str = Field(
+        "",
+        max_length=63,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        description="The experiment variant this pod runs (CARPOOL_VARIANT, set by the operator): "
+        "every metric then carries a `variant` label. Empty: no such label.",
+    )
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig.model_validate({}))
 
     @classmethod
@@ -312,6 +319,7 @@ class ServerSettings(BaseModel):
             "workers": "CARPOOL_WORKERS",
             "cache_dir": "CARPOOL_CACHE_DIR",
             "request_timeout_ms": "CARPOOL_REQUEST_TIMEOUT_MS",
+            "variant": "CARPOOL_VARIANT",
         }
         for field, env_name in simple.items():
             raw = environ.get(env_name)
