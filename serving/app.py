@@ -38,7 +38,7 @@ Lifecycle = Callable[[], Awaitable[None]]
 def local_pool(settings: ServerSettings) -> ModelPool:
     """The pool `carpool serve` runs: the models of `settings`, not yet loaded."""
     gpu = hardware.GpuProbe.detect()
-    metrics = Metrics(enabled=settings.enable_metrics, gpu=gpu)
+    metrics = Metrics(enabled=settings.enable_metrics, gpu=gpu, variant=settings.variant)
     pool = ModelPool.from_settings(settings, metrics, gpu)
     add_aliases(pool, settings.model_aliases)
     return pool

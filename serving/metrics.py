@@ -15,6 +15,10 @@
 
 Each app owns its own `CollectorRegistry`, so several apps can live in one process (tests).
 Queue sizes and GPU readings are read at scrape time, never pushed.
+
+A pod of a live experiment (`CARPOOL_VARIANT`, set by the operator on each variant's pods) adds a
+`variant` label to every series it exposes, so Prometheus can compare the variants; without one,
+the exposition is exactly as it always was (no `variant` label at all).
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from serving import hardware
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "VARIANT_LABEL", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BATCH_BUCKETS = tuple(float(2**i) for i in range(9))  # 1 .. 256
 WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+VARIANT_LABEL = "variant"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -103,13 +109,35 @@ def _this_process() -> Mapping[str, int]:
     return {"model": os.getpid()}
 
 
+class _Variant(Collector):
+    """Every series of `registry`, with the label `variant` added (an experiment's pods)."""
+
+    def __init__(self, registry: CollectorRegistry, variant: str) -> None:
+        self._registry = registry
+        self._variant = variant
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [
+                Sample(s.name, {**s.labels, VARIANT_LABEL: self._variant}, s.value, s.timestamp, s.exemplar)
+                for s in metric.samples
+            ]
+            yield labelled
+
+
 class Metrics:
     """The collectors; `models` reports {name: (queue size, ready)} at scrape time, `processes`
-    {role: pid} of the pod's processes (by default this one, as `model`)."""
+    {role: pid} of the pod's processes (by default this one, as `model`).
 
-    def __init__(self, *, enabled: bool = True, gpu: hardware.GpuProbe | None = None) -> None:
+    `variant` (CARPOOL_VARIANT) labels every series with the experiment variant the pod runs."""
+
+    def __init__(
+        self, *, enabled: bool = True, gpu: hardware.GpuProbe | None = None, variant: str = ""
+    ) -> None:
         self.enabled = enabled
         self.gpu = gpu
+        self.variant = variant
         self.models: Callable[[], Mapping[str, tuple[int, bool]]] = dict
         self.processes: Callable[[], Mapping[str, int]] = _this_process
         self.registry = CollectorRegistry(auto_describe=True)
@@ -149,6 +177,10 @@ class Metrics:
             registry=registry,
         )
         registry.register(_LiveGauges(self))
+        self._exposed = registry
+        if variant:
+            self._exposed = CollectorRegistry(auto_describe=False)
+            self._exposed.register(_Variant(registry, variant))
 
     def on_batch(self, model: str, size: int, waits: Sequence[float], inference_s: float) -> None:
         if not self.enabled:
@@ -168,4 +200,4 @@ class Metrics:
         self.request_latency.labels(endpoint).observe(latency_s)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)

@@ -367,6 +367,13 @@ class ServerSettings(BaseModel):
         "empty: none). Default: the guide's bert-base and bert-base_trained for minilm and "
         "minilm_trained. An alias of a model not served, or named like a served model, is ignored.",
     )
+    variant: str = Field(
+        "",
+        max_length=63,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        description="The experiment variant this pod runs (CARPOOL_VARIANT, set by the operator): "
+        "every metric then carries a `variant` label. Empty: no such label.",
+    )
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig.model_validate({}))
     model_batching: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -408,6 +415,7 @@ class ServerSettings(BaseModel):
             "workers": "CARPOOL_WORKERS",
             "cache_dir": "CARPOOL_CACHE_DIR",
             "request_timeout_ms": "CARPOOL_REQUEST_TIMEOUT_MS",
+            "variant": "CARPOOL_VARIANT",
         }
         for field, env_name in simple.items():
             raw = environ.get(env_name)

@@ -26,6 +26,11 @@ to clear. It looks at the body (autoscaling off, the autoscaler's fields still t
 at the old value, so it also acts when the switch arrives while Kopf still counts the policy as
 being created.
 
+During a live experiment (spec.experiment) the autoscaler holds still: the variants' replicas
+follow their weights out of spec.serving.replicas, and scaling them on a shared queue metric
+would change the experiment's traffic split under it. Scaling says so (False, ExperimentRunning),
+and the windows start over when the experiment ends.
+
 The stabilization history lives in `AutoscalerState`, in Kopf's per-object memo: deleting the
 policy drops it, and the timer's start (operator start, autoscaling switched on) starts it over.
 """
@@ -107,6 +112,9 @@ async def autoscale(
     policy = _policy(body, log)
     if policy is None or policy.autoscaling.prometheus_url is None:
         return None
+    if policy.experiment is not None:
+        state.history = None
+        return _held_for_experiment(body, policy)
     current = await _current_replicas(api, policy, log)
     if current is None:
         return None
@@ -118,6 +126,26 @@ async def autoscale(
     state.history = decision.history
     scaled_at = await _scale(api, body, policy, decision, log) if decision.changed else None
     return _outcome(state, body, query, queue, failure, decision, scaled_at)
+
+
+def _held_for_experiment(body: kopf.Body, policy: spec.PolicySpec) -> Outcome:
+    assert policy.experiment is not None
+    names = ", ".join(variant.name for variant in policy.experiment.variants)
+    message = (
+        f"autoscaling holds while the experiment runs: variants {names} share "
+        f"spec.serving.replicas ({policy.serving.replicas}) by weight; it resumes when the experiment ends"
+    )
+    return Outcome(
+        status={"desiredReplicas": None, "queueSize": None},
+        conditions=(
+            conditions.scaling(
+                scaled=False,
+                reason=scaling.Reason.EXPERIMENT_RUNNING,
+                message=message,
+                generation=body["metadata"].get("generation"),
+            ),
+        ),
+    )
 
 
 def _policy(body: kopf.Body, log: Logger) -> spec.PolicySpec | None:

@@ -23,6 +23,7 @@ __all__ = [
     "Status",
     "Type",
     "config_applied",
+    "experiment",
     "find",
     "invalid_spec",
     "merge",
@@ -41,6 +42,7 @@ class Type(enum.StrEnum):
     MODELS_READY = "ModelsReady"
     METRICS_AVAILABLE = "MetricsAvailable"
     SCALING = "Scaling"
+    EXPERIMENT = "Experiment"
 
 
 AUTOSCALER_TYPES = (Type.METRICS_AVAILABLE, Type.SCALING)
@@ -248,3 +250,9 @@ def scaling(*, scaled: bool, reason: str, message: str, generation: int | None) 
     """Scaling: True when this pass changed the replicas; the reason and message are the decision's."""
     status = Status.TRUE if scaled else Status.FALSE
     return Condition(Type.SCALING, status, reason, message[:1000], generation)
+
+
+def experiment(*, running: bool, reason: str, message: str, generation: int | None) -> Condition:
+    """Experiment: True while spec.experiment runs; False once it ended (promoted, kept, removed)."""
+    status = Status.TRUE if running else Status.FALSE
+    return Condition(Type.EXPERIMENT, status, reason, message[:1000], generation)

@@ -12,7 +12,10 @@ retries of `config` (no import-time globals):
 - a timer every `config.autoscale_interval_s`, only while spec.autoscaling.enabled is true: an
   autoscaling pass; a missing metric or a failed API call retries it with the same back-off,
   starting from that interval;
-- a change of spec.autoscaling.enabled: switched off, the autoscaler's status goes.
+- a change of spec.autoscaling.enabled: switched off, the autoscaler's status goes;
+- a timer every `config.experiment_interval_s`, only while spec.experiment is set: a measuring
+  pass of the experiment (`experimenter`), which writes status.experiment and, when its
+  promotion rule names a winner, patches the spec to the winner's knobs and ends the experiment.
 
 Each pass keeps its state in Kopf's per-object memo (`state_of`) and returns an outcome; the
 status patches are made here, from it. Durable state goes only through `patch.status` and
@@ -23,6 +26,7 @@ schema prunes (Kopf docs, "Results delivery").
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from collections.abc import MutableMapping
 from typing import Any, TypeVar, cast
@@ -30,7 +34,7 @@ from typing import Any, TypeVar, cast
 import httpx
 import kopf
 
-from carpool_operator import autoscaler, conditions, kube, reconciler, settings, spec
+from carpool_operator import autoscaler, conditions, experimenter, kube, reconciler, settings, spec
 
 __all__ = ["Runtime", "register", "state_of"]
 
@@ -79,6 +83,8 @@ def _record(outcome: reconciler.Outcome, body: kopf.Body, patch: kopf.Patch) -> 
     current = body.get("status") or {}
     patch.status.update({key: value for key, value in outcome.status.items() if current.get(key) != value})
     patch.fns.append(cast(kopf.PatchFn, conditions.updater(outcome.conditions)))
+    if (body.get("status") or {}).get("experiment") is not None:
+        patch.fns.append(cast(kopf.PatchFn, experimenter.mark_ended))
 
 
 async def _pass(
@@ -236,5 +242,41 @@ def register(
     ) -> None:
         if autoscaler.switched_off(body, state_of(memo, autoscaler.AutoscalerState), old=old):
             patch.fns.append(cast(kopf.PatchFn, _clear_autoscaling))
+
+    def _experiment_on(body: kopf.Body, **_: Any) -> bool:
+        return (body.get("spec") or {}).get("experiment") is not None
+
+    @kopf.timer(
+        *spec.RESOURCE,
+        registry=registry,
+        id="experiment",
+        interval=config.experiment_interval_s,
+        when=_experiment_on,
+    )
+    async def experiment(
+        body: kopf.Body,
+        patch: kopf.Patch,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        **_: Any,
+    ) -> None:
+        outcome = await experimenter.measure(
+            config, body, now=datetime.datetime.now(datetime.UTC), logger=logger
+        )
+        if outcome is None:
+            return
+        set_condition = conditions.updater((outcome.condition,))
+        promoting = outcome.spec_patch is not None
+
+        def apply(fresh: MutableMapping[str, Any]) -> None:
+            # On the freshest body: a pass that raced with the experiment's end writes nothing.
+            if not promoting and (fresh.get("spec") or {}).get("experiment") is None:
+                return
+            status = fresh.setdefault("status", {})
+            status["experiment"] = outcome.status
+            set_condition(fresh)
+
+        patch.fns.append(cast(kopf.PatchFn, apply))
+        if outcome.spec_patch is not None:
+            patch.spec.update(outcome.spec_patch)
 
     return runtime

@@ -34,6 +34,7 @@ __all__ = [
     "PrometheusUnreachable",
     "UnusableResult",
     "query_value",
+    "query_vector",
     "render_query",
 ]
 
@@ -89,6 +90,34 @@ async def query_value(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> float:
     """Run an instant query at `base_url` and return its single value; raise PrometheusError otherwise."""
+    return _single_value(await _query(base_url, query, timeout_s), query)
+
+
+async def query_vector(
+    base_url: str, query: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[tuple[dict[str, str], float]]:
+    """Run an instant query and return every series' labels and value (finite values only; an
+    empty answer is an empty list). Raise PrometheusError when there is no answer to read."""
+    data = await _query(base_url, query, timeout_s)
+    if (
+        not isinstance(data, dict)
+        or data.get("resultType") != "vector"
+        or not isinstance(data.get("result"), list)
+    ):
+        raise UnusableResult(f"{query!r} returned no instant vector: {data!r}")
+    series: list[tuple[dict[str, str], float]] = []
+    for item in data["result"]:
+        try:
+            value = float(item["value"][1])
+            labels = {str(k): str(v) for k, v in item.get("metric", {}).items()}
+        except (TypeError, KeyError, IndexError, ValueError, AttributeError) as error:
+            raise UnusableResult(f"{query!r} returned a malformed sample: {item!r}") from error
+        if math.isfinite(value):
+            series.append((labels, value))
+    return series
+
+
+async def _query(base_url: str, query: str, timeout_s: float) -> Any:
     url = base_url.rstrip("/") + "/api/v1/query"
     try:
         async with httpx.AsyncClient(timeout=timeout_s) as client:
@@ -104,7 +133,7 @@ async def query_value(
     if response.status_code != 200 or body is None or body.get("status") != "success":
         detail = _error_detail(body) or response.text[:200].strip() or "no body"
         raise PrometheusRejected(f"{base_url} answered {response.status_code} to {query!r}: {detail}")
-    return _single_value(body.get("data"), query)
+    return body.get("data")
 
 
 def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:

@@ -8,6 +8,9 @@ Who needs what:
   annotations) and their status (the operator's status and conditions), create Events.
 - The reconciler (kube.py): get/create/patch/delete each child kind, list pods (to push configs).
 - The autoscaler patches the Deployment's replicas (covered by the deployments rule).
+- During an experiment the reconciler lists the policy's Deployments (one per variant) to remove
+  those the spec no longer wants; an experiment's promotion patches the policy's spec (covered by
+  the policies' patch rule).
 
 Discovery (/api, /apis) needs no rule. Nothing is updated with PUT and nothing is watched but
 the policies.
@@ -39,7 +42,7 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule(("carpool.dev",), ("batchingpolicies",), ("list", "watch", "patch")),
     Rule(("carpool.dev",), ("batchingpolicies/status",), ("patch",)),
-    Rule(("apps",), ("deployments",), ("get", "create", "patch", "delete")),
+    Rule(("apps",), ("deployments",), ("get", "list", "create", "patch", "delete")),
     Rule(("",), ("services", "configmaps", "secrets"), ("get", "create", "patch", "delete")),
     Rule(("networking.k8s.io",), ("ingresses",), ("get", "create", "patch", "delete")),
     Rule(("",), ("pods",), ("list",)),

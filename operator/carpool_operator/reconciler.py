@@ -5,7 +5,9 @@ periodic timer), so the result never depends on which events were seen:
 
 1. parse the spec (an invalid one stops here, with Ready=False/InvalidSpec);
 2. Secret, ConfigMap, Deployment, Service, Ingress: created when missing, patched back when a
-   field the operator sets has drifted (a deleted or hand-edited child is restored);
+   field the operator sets has drifted (a deleted or hand-edited child is restored); during an
+   experiment (spec.experiment) one Deployment per variant instead of the policy's one, handed
+   over both ways only once the new side's pods are ready (`_hand_over`);
 3. the policy's ready pods (label `carpool.dev/policy`, filtered here as well) are brought to the
    batching config, each tuned model (spec.models[].batching) to its own (`configpush.converge`),
    and every pod with an IP, ready or not, is asked for its models (`configpush.read_models`):
@@ -27,7 +29,8 @@ from typing import Any
 
 import kopf
 
-from carpool_operator import conditions, configpush, kube, resources, settings, spec
+from carpool_operator import conditions, configpush, experiment, kube, resources, settings, spec
+from serving import settings as serving_settings
 
 __all__ = [
     "Outcome",
@@ -83,34 +86,51 @@ async def _ensure_token(api: kube.Api, policy: spec.PolicySpec, body: kopf.Body)
 async def _ensure_children(
     api: kube.Api, config: settings.OperatorConfig, policy: spec.PolicySpec, body: kopf.Body, token: str
 ) -> int:
-    """Create or restore every child; return the replicas the Deployment asks for."""
+    """Create or restore every child; return the replicas the Deployments ask for."""
     default_image = config.serving_gpu_image if policy.serving.gpu is not None else config.serving_image
-    deployment = resources.build_deployment(
-        policy,
-        image=policy.serving.image or default_image,
-        token_digest=resources.token_digest(token),
-        replicas=policy.initial_replicas,
-        image_pull_secrets=config.image_pull_secrets,
-    )
+    deployments = []
+    if policy.experiment is None:
+        deployments.append(
+            resources.build_deployment(
+                policy,
+                image=policy.serving.image or default_image,
+                token_digest=resources.token_digest(token),
+                replicas=policy.initial_replicas,
+                image_pull_secrets=config.image_pull_secrets,
+            )
+        )
+    else:
+        shares = experiment.variant_replicas(policy)
+        deployments.extend(
+            resources.build_deployment(
+                policy,
+                image=policy.serving.image or default_image,
+                token_digest=resources.token_digest(token),
+                replicas=shares[variant.name],
+                image_pull_secrets=config.image_pull_secrets,
+                variant=variant,
+            )
+            for variant in policy.experiment.variants
+        )
     children: list[tuple[kube.Kind, dict[str, Any]]] = [
         (kube.CONFIG_MAPS, resources.build_config_map(policy)),
-        (kube.DEPLOYMENTS, deployment),
+        *((kube.DEPLOYMENTS, deployment) for deployment in deployments),
         (kube.SERVICES, resources.build_service(policy)),
     ]
     ingress = resources.build_ingress(policy)
     if ingress is not None:
         children.append((kube.INGRESSES, ingress))
-    wanted_replicas = policy.initial_replicas
+    wanted_replicas = 0
     for kind, desired in children:
         kopf.adopt(desired, owner=body)
-        # The autoscaler owns the replicas of an autoscaled Deployment once it exists.
-        create_only = (
-            [("spec", "replicas")] if kind is kube.DEPLOYMENTS and policy.autoscaling.enabled else []
-        )
+        # The autoscaler owns the replicas of an autoscaled Deployment once it exists (it holds
+        # still during an experiment, whose replicas follow the variants' weights).
+        autoscaled = policy.autoscaling.enabled and policy.experiment is None
+        create_only = [("spec", "replicas")] if kind is kube.DEPLOYMENTS and autoscaled else []
         change, live = await kube.apply(api, kind, desired, create_only=create_only)
         _note_event(body, kind.kind, desired["metadata"]["name"], change)
         if kind is kube.DEPLOYMENTS:
-            wanted_replicas = int((live.get("spec") or {}).get("replicas", wanted_replicas))
+            wanted_replicas += int((live.get("spec") or {}).get("replicas", desired["spec"]["replicas"]))
     if ingress is None:
         change = await kube.delete_if_exists(api, kube.INGRESSES, policy.namespace, policy.name)
         _note_event(body, "Ingress", policy.name, change)
@@ -154,32 +174,44 @@ async def reconcile(
             for pod in pods
             if (ip := resources.pod_ip(pod)) is not None
         ]
-        results, reports = await asyncio.gather(
-            configpush.converge(
-                targets,
-                policy.batching,
-                token,
-                models=policy.model_batching,
-                timeout_s=config.push_timeout_s,
+        await _hand_over(api, policy, body, pods)
+        groups = _push_groups(policy, pods, targets)
+        pushed, reports = await asyncio.gather(
+            asyncio.gather(
+                *(
+                    configpush.converge(
+                        group,
+                        batching,
+                        token,
+                        models=policy.model_configs(batching),
+                        timeout_s=config.push_timeout_s,
+                    )
+                    for batching, group in groups
+                )
             ),
             configpush.read_models(running, timeout_s=config.push_timeout_s),
         )
+        results = [result for group_results in pushed for result in group_results]
 
     wanted_hash = policy.batching.config_hash()
     model_hashes = {name: own.config_hash() for name, own in policy.model_batching.items()}
-    tuned = "".join(f"; model {name} config {own}" for name, own in model_hashes.items())
+    pushed_config = {target.name: batching for batching, group in groups for target in group}
     behind: list[tuple[str, str]] = []
     for result in results:
         where = f"pod {result.pod.name} ({result.pod.ip}:{result.pod.port})"
         if result.ok:
             state.reported.pop(result.pod.name, None)
             if result.pushed:
+                batching = pushed_config[result.pod.name]
                 kube.post_event(
                     body,
                     reason="ConfigPushed",
-                    message=f"{where} now runs config {wanted_hash} "
-                    f"(strategy {policy.batching.strategy}, max batch {policy.batching.max_batch_size})"
-                    + tuned,
+                    message=f"{where} now runs config {batching.config_hash()} "
+                    f"(strategy {batching.strategy}, max batch {batching.max_batch_size})"
+                    + "".join(
+                        f"; model {name} config {own.config_hash()}"
+                        for name, own in policy.model_configs(batching).items()
+                    ),
                 )
         else:
             error = result.error or "unknown error"
@@ -217,6 +249,69 @@ async def reconcile(
         ),
         pods_behind=len(behind),
     )
+
+
+def _push_groups(
+    policy: spec.PolicySpec, pods: list[dict[str, Any]], targets: list[configpush.PodTarget]
+) -> list[tuple[serving_settings.BatchingConfig, list[configpush.PodTarget]]]:
+    """The ready pods by the config each must run: its variant's during an experiment, the
+    policy's otherwise (also for pods of a variant that no longer runs, until they go)."""
+    variants = {v.name: v for v in policy.experiment.variants} if policy.experiment else {}
+    variant_by_pod = {pod["metadata"]["name"]: resources.variant_of(pod) for pod in pods}
+    groups: dict[str, list[configpush.PodTarget]] = {}
+    for target in targets:
+        name = variant_by_pod.get(target.name)
+        groups.setdefault(name if name in variants else "", []).append(target)
+    return [(variants[name].batching if name else policy.batching, group) for name, group in groups.items()]
+
+
+def _ready_by_variant(pods: list[dict[str, Any]]) -> dict[str | None, int]:
+    ready: dict[str | None, int] = {}
+    for pod in pods:
+        if resources.pod_address(pod) is not None:
+            variant = resources.variant_of(pod)
+            ready[variant] = ready.get(variant, 0) + 1
+    return ready
+
+
+async def _hand_over(
+    api: kube.Api, policy: spec.PolicySpec, body: kopf.Body, pods: list[dict[str, Any]]
+) -> None:
+    """Remove the Deployments the spec no longer wants, once the ones it wants can serve.
+
+    Starting an experiment, the policy's Deployment goes when every variant has its share of
+    ready pods; ending one, the variants' Deployments go when the policy's Deployment has all its
+    ready pods. Either way the Service never runs out of ready pods for the switch. A Deployment of
+    a variant that was renamed or removed while the experiment runs goes at once."""
+    ready = _ready_by_variant(pods)
+    live = [
+        deployment
+        for deployment in await api.list(
+            kube.DEPLOYMENTS, policy.namespace, label_selector=f"{resources.POLICY_LABEL}={policy.name}"
+        )
+        if ((deployment.get("metadata") or {}).get("labels") or {}).get(resources.POLICY_LABEL) == policy.name
+    ]
+    live_variants = {
+        variant: deployment["metadata"]["name"]
+        for deployment in live
+        if (variant := resources.variant_of(deployment)) is not None
+    }
+    doomed: list[str] = []
+    if policy.experiment is not None:
+        shares = experiment.variant_replicas(policy)
+        doomed.extend(name for variant, name in live_variants.items() if variant not in shares)
+        main_live = any(d["metadata"]["name"] == policy.name for d in live)
+        if main_live and (
+            all(ready.get(v, 0) >= count for v, count in shares.items()) or not ready.get(None)
+        ):
+            doomed.append(policy.name)
+    elif live_variants and (
+        ready.get(None, 0) >= policy.initial_replicas or not any(ready.get(v) for v in live_variants)
+    ):
+        doomed.extend(live_variants.values())
+    for name in doomed:
+        change = await kube.delete_if_exists(api, kube.DEPLOYMENTS, policy.namespace, name)
+        _note_event(body, "Deployment", name, change)
 
 
 MAX_PODS_IN_STATUS = 50
@@ -275,15 +370,23 @@ async def remove_children(api: kube.Api, body: kopf.Body) -> list[str]:
     """Delete every child a policy may have (the API server's garbage collector would too,
     through the owner references); return what was deleted."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    names = {
-        kube.INGRESSES: name,
-        kube.SERVICES: name,
-        kube.DEPLOYMENTS: name,
-        kube.CONFIG_MAPS: resources.config_map_name(name),
-        kube.SECRETS: resources.secret_name(name),
-    }
+    names = [
+        (kube.INGRESSES, name),
+        (kube.SERVICES, name),
+        (kube.DEPLOYMENTS, name),
+        (kube.CONFIG_MAPS, resources.config_map_name(name)),
+        (kube.SECRETS, resources.secret_name(name)),
+    ]
+    for deployment in await api.list(
+        kube.DEPLOYMENTS, namespace, label_selector=f"{resources.POLICY_LABEL}={name}"
+    ):
+        metadata = deployment.get("metadata") or {}
+        if (metadata.get("labels") or {}).get(resources.POLICY_LABEL) == name and resources.variant_of(
+            deployment
+        ):
+            names.append((kube.DEPLOYMENTS, metadata["name"]))
     deleted = []
-    for kind, child in names.items():
+    for kind, child in names:
         if await kube.delete_if_exists(api, kind, namespace, child) is kube.Change.DELETED:
             deleted.append(f"{kind.kind} {child}")
     return deleted

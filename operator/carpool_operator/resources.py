@@ -34,6 +34,7 @@ from serving import settings as serving_settings
 __all__ = [
     "POLICY_LABEL",
     "TOKEN_KEY",
+    "VARIANT_LABEL",
     "build_config_map",
     "build_deployment",
     "build_ingress",
@@ -41,6 +42,7 @@ __all__ = [
     "build_service",
     "config_map_name",
     "contains",
+    "deployment_name",
     "is_policy_pod",
     "model_volumes",
     "pod_address",
@@ -49,10 +51,13 @@ __all__ = [
     "selector_labels",
     "token_digest",
     "token_from_secret",
+    "variant_of",
     "workers",
 ]
 
 POLICY_LABEL = "carpool.dev/policy"
+VARIANT_LABEL = "carpool.dev/variant"
+"""On an experiment's pods: the variant they run (its Deployment selects on it, the Service does not)."""
 """The label that ties a serving pod to its policy; the operator finds pods by it."""
 
 TOKEN_KEY = "token"
@@ -264,6 +269,18 @@ def _tolerations(serving: spec.ServingSpec) -> list[dict[str, Any]]:
     return result
 
 
+def deployment_name(policy_name: str, variant: spec.Variant | None = None) -> str:
+    """The policy's Deployment, or during an experiment one variant's (`<policy>-<variant>`)."""
+    return policy_name if variant is None else f"{policy_name}-{variant.name}"
+
+
+def variant_of(obj: Mapping[str, Any]) -> str | None:
+    """The experiment variant a pod or Deployment belongs to (its label), if any."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    value = labels.get(VARIANT_LABEL)
+    return value if isinstance(value, str) and value else None
+
+
 def build_deployment(
     policy: spec.PolicySpec,
     *,
@@ -271,9 +288,12 @@ def build_deployment(
     token_digest: str,
     replicas: int,
     image_pull_secrets: Sequence[str] = (),
+    variant: spec.Variant | None = None,
 ) -> dict[str, Any]:
     """The serving pods. `image` is spec.serving.image or the operator's default (its GPU image
-    for a policy with spec.serving.gpu)."""
+    for a policy with spec.serving.gpu). With `variant`, one experiment variant's pods: its own
+    name and selector, the label `carpool.dev/variant`, CARPOOL_VARIANT, and the variant's batching
+    config as environment variables (they win over the ConfigMap's, which holds the policy's)."""
     serving = policy.serving
     env: list[dict[str, Any]] = [
         {"name": "CARPOOL_HOST", "value": "0.0.0.0"},
@@ -294,6 +314,9 @@ def build_deployment(
         env.append({"name": "CARPOOL_WORKERS", "value": str(worker_count)})
     if serving.gpu is not None:
         env.append({"name": "CARPOOL_DEVICE", "value": "cuda"})
+    if variant is not None:
+        env.append({"name": "CARPOOL_VARIANT", "value": variant.name})
+        env.extend({"name": key, "value": value} for key, value in variant.batching.to_env().items())
     env.extend(dict(item) for item in serving.env)
     sources = model_volumes(policy)
 
@@ -340,18 +363,21 @@ def build_deployment(
     if image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": name} for name in image_pull_secrets]
 
+    extra = {} if variant is None else {VARIANT_LABEL: variant.name}
+    metadata = _metadata(policy, deployment_name(policy.name, variant))
+    metadata["labels"].update(extra)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(policy, policy.name),
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector_labels(policy)},
+            "selector": {"matchLabels": {**selector_labels(policy), **extra}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {
-                    "labels": _labels(policy),
+                    "labels": {**_labels(policy), **extra},
                     "annotations": {
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(serving.port),

@@ -64,6 +64,7 @@ class Reason(enum.StrEnum):
     AT_MINIMUM = "AtMinimum"
     AT_MAXIMUM = "AtMaximum"
     NO_METRIC = "NoMetric"
+    EXPERIMENT_RUNNING = "ExperimentRunning"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -58,6 +58,9 @@ class OperatorConfig:
     autoscale_interval_s: float = 15.0
     """How often the autoscaler queries Prometheus for each autoscaled policy (HPA's sync period)."""
 
+    experiment_interval_s: float = 30.0
+    """How often the figures of a running experiment (status.experiment) are read from Prometheus."""
+
     push_timeout_s: float = 5.0
     """Per pod and per HTTP call of a config push (POST /batching/configure, GET /batching/stats)."""
 
@@ -78,6 +81,7 @@ class OperatorConfig:
         for name in (
             "resync_interval_s",
             "autoscale_interval_s",
+            "experiment_interval_s",
             "push_timeout_s",
             "api_timeout_s",
             "retry_base_delay_s",

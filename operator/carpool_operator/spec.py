@@ -44,14 +44,17 @@ __all__ = [
     "RUNTIMES",
     "VERSION",
     "AutoscalingSpec",
+    "ExperimentSpec",
     "GpuSpec",
     "ImageSource",
     "IngressSpec",
     "InvalidSpec",
     "ModelRef",
     "PolicySpec",
+    "PromoteRule",
     "PvcSource",
     "ServingSpec",
+    "Variant",
     "autoscaling_enabled",
     "parse",
 ]
@@ -90,6 +93,7 @@ RESERVED_ENV = frozenset(
         "CARPOOL_WORKERS",
         "CARPOOL_HOST",
         "CARPOOL_PORT",
+        "CARPOOL_VARIANT",
     }
     | set(serving_settings.ENV_BY_FIELD.values())
 )
@@ -219,6 +223,44 @@ def autoscaling_enabled(spec: Mapping[str, Any] | None) -> bool:
     return isinstance(autoscaling, Mapping) and autoscaling.get("enabled") is True
 
 
+MAX_VARIANTS = 8
+MAX_VARIANT_NAME = 20
+PROMOTE_METRICS = ("p99", "throughput", "errors")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Variant:
+    """spec.experiment.variants[]: a batching config, and the share of the traffic it serves."""
+
+    name: str
+    weight: int
+    batching: serving_settings.BatchingConfig
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PromoteRule:
+    """spec.experiment.promote: when the experiment may end by making its winner the policy's config."""
+
+    after_s: int
+    metric: str = "p99"
+    min_samples: int = 1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExperimentSpec:
+    """spec.experiment: a live A/B test; the first variant is the control."""
+
+    variants: tuple[Variant, ...]
+    prometheus_url: str | None = None
+    significance: float = 0.05
+    promote: PromoteRule | None = None
+
+    @property
+    def control(self) -> Variant:
+        return self.variants[0]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PolicySpec:
     """One BatchingPolicy, parsed and checked."""
@@ -232,6 +274,7 @@ class PolicySpec:
     autoscaling: AutoscalingSpec = dataclasses.field(default_factory=AutoscalingSpec)
     model_batching: Mapping[str, serving_settings.BatchingConfig] = dataclasses.field(default_factory=dict)
     """Each model with spec.models[].batching: its own config (the policy's with the overrides)."""
+    experiment: ExperimentSpec | None = None
 
     @property
     def model_overrides(self) -> dict[str, dict[str, Any]]:
@@ -241,6 +284,16 @@ class PolicySpec:
     def config_for(self, model: str) -> serving_settings.BatchingConfig:
         """The config `model` should run: its own, or the policy's."""
         return self.model_batching.get(model, self.batching)
+
+    def model_configs(
+        self, batching: serving_settings.BatchingConfig
+    ) -> dict[str, serving_settings.BatchingConfig]:
+        """Each tuned model's config over `batching`: the policy's, or during an experiment a
+        variant's (its pods apply CARPOOL_MODEL_BATCHING over the variant's variables, as here;
+        `parse` has checked every such pair)."""
+        if batching == self.batching:
+            return dict(self.model_batching)
+        return {name: batching.updated(fields) for name, fields in self.model_overrides.items()}
 
     @property
     def initial_replicas(self) -> int:
@@ -262,6 +315,13 @@ def parse(spec: Mapping[str, Any], *, name: str, namespace: str) -> PolicySpec:
     models = _models(spec.get("models"), "spec.models")
     _check_model_paths(models, serving)
     batching = _batching(spec)
+    autoscaling = _autoscaling(_mapping(spec.get("autoscaling"), "spec.autoscaling"))
+    experiment = None
+    if spec.get("experiment") is not None:
+        experiment = _experiment(
+            _mapping(spec.get("experiment"), "spec.experiment"), batching, autoscaling, serving
+        )
+        _check_variants_with_models(experiment, models)
     return PolicySpec(
         name=name,
         namespace=namespace,
@@ -270,22 +330,32 @@ def parse(spec: Mapping[str, Any], *, name: str, namespace: str) -> PolicySpec:
         models=models,
         serving=serving,
         ingress=_ingress(_mapping(spec.get("ingress"), "spec.ingress")),
-        autoscaling=_autoscaling(_mapping(spec.get("autoscaling"), "spec.autoscaling")),
+        autoscaling=autoscaling,
+        experiment=experiment,
     )
 
 
-def _batching(spec: Mapping[str, Any]) -> serving_settings.BatchingConfig:
-    given = {field: _at(spec, path) for field, path in serving_settings.PATH_BY_FIELD.items()}
+def _batching(
+    spec: Mapping[str, Any],
+    where: str = "spec",
+    base: serving_settings.BatchingConfig | None = None,
+) -> serving_settings.BatchingConfig:
+    """The knobs at their paths under `where` (the spec, or a variant), over `base`'s values."""
+    given = {field: _at(spec, path, where) for field, path in serving_settings.PATH_BY_FIELD.items()}
+
+    def field_path(field: str) -> str:
+        return f"{where}.{serving_settings.PATH_BY_FIELD[field]}"
+
     for field, value in given.items():
         if isinstance(value, str) and field != "strategy":
-            raise InvalidSpec(f"{BATCHING_FIELD_PATHS[field]} must be a number or boolean, got {value!r}")
+            raise InvalidSpec(f"{field_path(field)} must be a number or boolean, got {value!r}")
+    values = base.model_dump() if base is not None else {}
+    values.update({field: value for field, value in given.items() if value is not None})
     try:
-        return serving_settings.BatchingConfig.model_validate(
-            {field: value for field, value in given.items() if value is not None}
-        )
+        return serving_settings.BatchingConfig.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[:1]  # like every check here, name the first field that cannot work
-        raise InvalidSpec(validation.message(first, BATCHING_FIELD_PATHS.__getitem__)) from None
+        raise InvalidSpec(validation.message(first, field_path)) from None
 
 
 def _model_overrides(raw: Any, where: str) -> dict[str, Any]:
@@ -328,13 +398,98 @@ def _model_batching(
     return configs
 
 
-def _at(spec: Mapping[str, Any], path: str) -> Any:
+def _check_variants_with_models(experiment: ExperimentSpec, models: Sequence[ModelRef]) -> None:
+    """A tuned model runs its overrides over each variant's config too: every pair must hold."""
+    for v_index, variant in enumerate(experiment.variants):
+        for m_index, model in enumerate(models):
+            if not model.batching:
+                continue
+            try:
+                variant.batching.updated(model.batching)
+            except ValidationError as exc:
+                problem = validation.message(exc.errors()[:1], str)
+                raise InvalidSpec(
+                    f"spec.models[{m_index}].batching over spec.experiment.variants[{v_index}] "
+                    f"({variant.name}): {problem}"
+                ) from None
+
+
+def _at(spec: Mapping[str, Any], path: str, where: str = "spec") -> Any:
     """The value at `path` (`batching.maxBatchSize`) under spec; every object on the way checked."""
     *objects, key = path.split(".")
     node = spec
     for depth, name in enumerate(objects, start=1):
-        node = _mapping(node.get(name), ".".join(("spec", *objects[:depth])))
+        node = _mapping(node.get(name), ".".join((where, *objects[:depth])))
     return node.get(key)
+
+
+def parse_duration(raw: Any, path: str) -> int:
+    """`90s`, `30m`, `1h30m` (or a number of seconds) as whole seconds."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    match = _DURATION.match(raw) if isinstance(raw, str) and raw else None
+    if match is None or not any(match.groups()):
+        raise InvalidSpec(f"{path} must be a duration such as 90s, 30m or 1h30m, got {raw!r}")
+    hours, minutes, seconds = (int(group or 0) for group in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _experiment(
+    raw: Mapping[str, Any],
+    base: serving_settings.BatchingConfig,
+    autoscaling: AutoscalingSpec,
+    serving: ServingSpec,
+) -> ExperimentSpec:
+    items = _list(raw.get("variants"), "spec.experiment.variants")
+    if not 2 <= len(items) <= MAX_VARIANTS:
+        raise InvalidSpec(
+            f"spec.experiment.variants must name 2 to {MAX_VARIANTS} variants, got {len(items)}"
+        )
+    variants: list[Variant] = []
+    for index, item in enumerate(items):
+        where = f"spec.experiment.variants[{index}]"
+        item = _mapping(item, where)
+        variant_name = _str(item.get("name"), f"{where}.name", required=True)
+        assert variant_name is not None
+        if len(variant_name) > MAX_VARIANT_NAME or not _DNS_LABEL.match(variant_name):
+            raise InvalidSpec(
+                f"{where}.name must be a DNS label of at most {MAX_VARIANT_NAME} characters "
+                f"(it names the variant's Deployment), got {variant_name!r}"
+            )
+        if any(variant.name == variant_name for variant in variants):
+            raise InvalidSpec(f"{where}.name repeats the variant name {variant_name!r}")
+        weight = _int(item.get("weight"), f"{where}.weight", 1, 1, 1000)
+        variants.append(Variant(variant_name, weight, _batching(item, where, base)))
+    if serving.replicas < len(variants):
+        raise InvalidSpec(
+            f"spec.serving.replicas ({serving.replicas}) must be at least the number of "
+            f"spec.experiment.variants ({len(variants)}): each variant runs at least one pod"
+        )
+    url = _str(raw.get("prometheusUrl"), "spec.experiment.prometheusUrl") or autoscaling.prometheus_url
+    if url is not None and not re.match(r"^https?://[^/\s]+", url):
+        raise InvalidSpec(f"spec.experiment.prometheusUrl must be an http(s) URL, got {url!r}")
+    significance = _number(raw.get("significance"), "spec.experiment.significance", 0.05)
+    if not 0 < significance < 0.5:
+        raise InvalidSpec(f"spec.experiment.significance must be between 0 and 0.5, got {significance!r}")
+    promote = None
+    if raw.get("promote") is not None:
+        rule = _mapping(raw.get("promote"), "spec.experiment.promote")
+        metric = _str(rule.get("metric"), "spec.experiment.promote.metric") or "p99"
+        if metric not in PROMOTE_METRICS:
+            raise InvalidSpec(
+                f"spec.experiment.promote.metric must be one of {', '.join(PROMOTE_METRICS)}, got {metric!r}"
+            )
+        if url is None:
+            raise InvalidSpec(
+                "spec.experiment.promote needs Prometheus: set spec.experiment.prometheusUrl "
+                "(or spec.autoscaling.prometheusUrl)"
+            )
+        promote = PromoteRule(
+            after_s=parse_duration(rule.get("after", "1h"), "spec.experiment.promote.after"),
+            metric=metric,
+            min_samples=_int(rule.get("minSamples"), "spec.experiment.promote.minSamples", 1000, 1, 10**9),
+        )
+    return ExperimentSpec(tuple(variants), url, significance, promote)
 
 
 def _models(raw: Any, path: str) -> tuple[ModelRef, ...]:

@@ -222,6 +222,55 @@ def test_the_crds_min_max_rule_holds_for_each_model_as_the_pods_does(
     assert refused_by_crd == refused_by_operator
 
 
+def _variant_knob_node(path: str) -> Mapping[str, Any]:
+    node: Mapping[str, Any] = SCHEMA["properties"]["spec"]["properties"]["experiment"]["properties"][
+        "variants"
+    ]
+    node = node["items"]
+    for name in path.split("."):
+        assert name in (node.get("properties") or {}), f"the CRD has no spec.experiment.variants[].{path}"
+        node = node["properties"][name]
+    return node
+
+
+@pytest.mark.parametrize("field", list(serving_settings.KNOBS))
+def test_each_knob_of_a_variant_has_the_policys_type_and_bounds_and_no_default(field: str) -> None:
+    # A variant's knob left out takes the policy's value: a schema default would hide that.
+    path = serving_settings.PATH_BY_FIELD[field]
+    node, policy_node = _variant_knob_node(path), _knob_node(path)
+    assert {k: v for k, v in policy_node.items() if k not in ("default", "description")} == {
+        k: v for k, v in node.items() if k != "description"
+    }
+    sections = [_variant_knob_node(section) for section in ("batching", "adaptive")]
+    assert all("default" not in section for section in sections)
+
+
+def test_a_variant_holds_every_knob_and_only_those() -> None:
+    variant = SCHEMA["properties"]["spec"]["properties"]["experiment"]["properties"]["variants"]["items"]
+    in_crd = {"strategy"} | {
+        f"{section}.{name}"
+        for section in ("batching", "adaptive")
+        for name in variant["properties"][section]["properties"]
+    }
+    assert in_crd == set(serving_settings.PATH_BY_FIELD.values())
+
+
+def test_an_experiment_with_defaults_gives_each_variant_the_policys_knobs() -> None:
+    document = _policy(
+        batching={"maxBatchSize": 12},
+        serving={"replicas": 3},
+        experiment={"variants": [{"name": "a"}, {"name": "b", "strategy": "single_request"}]},
+    )
+    assert admission_errors(document) == []
+    obj = _defaulted(SCHEMA, document)
+    parsed = policy_spec.parse(obj["spec"], name="p", namespace="default")
+    assert parsed.experiment is not None
+    a, b = parsed.experiment.variants
+    assert (a.weight, b.weight, parsed.experiment.significance) == (1, 1, 0.05)
+    assert a.batching == parsed.batching
+    assert (b.batching.strategy, b.batching.max_batch_size) == ("single_request", 12)
+
+
 @pytest.mark.parametrize(
     ("low", "high"), [(1, 1), (8, 16), (16, 8), (2, 1), (1024, 1024), (64, None), (None, 0)]
 )
@@ -367,6 +416,64 @@ INVALID = [
     pytest.param(_policy(serving={"port": 70000}), "port", True, id="port-out-of-range"),
     pytest.param(_policy(serving={"replicas": -1}), "replicas", True, id="negative-replicas"),
     pytest.param(_policy(ingress={"path": "predict"}), "path", True, id="relative-ingress-path"),
+    pytest.param(
+        _policy(serving={"replicas": 2}, experiment={"variants": [{"name": "a"}]}),
+        "variants",
+        True,
+        id="experiment-of-one-variant",
+    ),
+    pytest.param(
+        _policy(serving={"replicas": 2}, experiment={"variants": [{"name": "A"}, {"name": "b"}]}),
+        "name",
+        True,
+        id="variant-name-not-a-dns-label",
+    ),
+    pytest.param(
+        _policy(
+            serving={"replicas": 2},
+            experiment={
+                "variants": [{"name": "a"}, {"name": "b", "batching": {"minBatchSize": 9, "maxBatchSize": 4}}]
+            },
+        ),
+        "minBatchSize",
+        True,
+        id="variant-min-above-max",
+    ),
+    pytest.param(
+        _policy(
+            serving={"replicas": 2},
+            experiment={"variants": [{"name": "a"}, {"name": "b", "strategy": "turbo"}]},
+        ),
+        "strategy",
+        True,
+        id="variant-unknown-strategy",
+    ),
+    pytest.param(
+        _policy(
+            serving={"replicas": 2},
+            experiment={
+                "prometheusUrl": "http://p:9090",
+                "variants": [{"name": "a"}, {"name": "b"}],
+                "promote": {"metric": "p50"},
+            },
+        ),
+        "metric",
+        True,
+        id="promote-on-an-unknown-metric",
+    ),
+    pytest.param(
+        _policy(
+            serving={"replicas": 2},
+            experiment={
+                "prometheusUrl": "http://p:9090",
+                "variants": [{"name": "a"}, {"name": "b"}],
+                "promote": {"after": "two hours"},
+            },
+        ),
+        "after",
+        True,
+        id="promote-after-not-a-duration",
+    ),
     pytest.param(
         _policy(serving={"tolerations": [{"operator": "Maybe"}]}),
         "operator",

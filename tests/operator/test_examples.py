@@ -50,7 +50,20 @@ async def test_every_example_is_reconciled_with_its_models_mounted(server: k8s.A
     sources = set()
     for document in documents:
         name = document["metadata"]["name"]
-        deployment = await k8s.eventually(lambda name=name: server.get(kube.DEPLOYMENTS, NS, name), what=name)
+        variants = [v["name"] for v in (document["spec"].get("experiment") or {}).get("variants") or ()]
+        deployments = [
+            await k8s.eventually(lambda child=child: server.get(kube.DEPLOYMENTS, NS, child), what=child)
+            for child in ([f"{name}-{variant}" for variant in variants] or [name])
+        ]
+        for variant, deployment in zip(variants, deployments, strict=False):
+            # each variant's pods run its own config, and say which variant they are
+            env = _env(deployment["spec"]["template"]["spec"]["containers"][0])
+            assert env["CARPOOL_VARIANT"] == variant
+            assert deployment["spec"]["selector"]["matchLabels"]["carpool.dev/variant"] == variant
+        if variants:
+            replicas = [d["spec"]["replicas"] for d in deployments]
+            assert sum(replicas) == document["spec"]["serving"]["replicas"]
+        deployment = deployments[0]
         pod = deployment["spec"]["template"]["spec"]
         [container] = pod["containers"]
         volumes = {volume["name"]: volume for volume in pod.get("volumes") or ()}

@@ -29,6 +29,33 @@ def test_batches_and_requests_are_recorded() -> None:
     assert 'carpool_request_latency_seconds_count{endpoint="/predict"} 1.0' in text
 
 
+def _record_some(metrics: Metrics) -> str:
+    metrics.models = lambda: {"m": (3, True)}
+    metrics.on_batch("m", 5, [0.001, 0.5], 0.02)
+    metrics.on_request("/predict", {"m": "ok"}, 0.03)
+    return metrics.render().decode()
+
+
+def test_a_variant_labels_every_series_and_changes_nothing_else() -> None:
+    plain = _record_some(Metrics())
+    labelled = _record_some(Metrics(variant="b"))
+    assert "variant=" not in plain
+    assert 'carpool_queue_size{model="m",variant="b"} 3.0' in labelled
+    assert 'carpool_request_latency_seconds_bucket{endpoint="/predict",le="0.05",variant="b"} 1.0' in labelled
+    assert 'carpool_requests_total{endpoint="/predict",model="m",outcome="ok",variant="b"} 1.0' in labelled
+    # Every sample line carries the label; the rest of each line (names, other labels, values,
+    # HELP and TYPE lines) is what the pod without a variant exposes.
+    samples = [line for line in labelled.splitlines() if line and not line.startswith("#")]
+    assert samples and all('variant="b"' in line for line in samples)
+    unlabelled = [
+        line.replace(',variant="b"', "").replace('{variant="b"}', "") for line in labelled.splitlines()
+    ]
+    created = ("_created",)
+    assert [line for line in unlabelled if not any(c in line for c in created)] == [
+        line for line in plain.splitlines() if not any(c in line for c in created)
+    ]
+
+
 def test_disabled_metrics_record_nothing() -> None:
     metrics = Metrics(enabled=False)
     metrics.on_batch("m", 5, [0.1], 0.02)

@@ -33,7 +33,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from carpool_bench import loadgen, modes, plot, reference, report, rounds, runner, server, texts, tiny, v2
+from carpool_bench import (
+    compare,
+    loadgen,
+    modes,
+    plot,
+    reference,
+    report,
+    rounds,
+    runner,
+    server,
+    texts,
+    tiny,
+    v2,
+)
 from serving import settings
 
 __all__ = ["build_parser", "main"]
@@ -95,6 +108,20 @@ def _number(value: str) -> float:
         return float(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from exc
+
+
+def _variant(value: str) -> compare.Variant:
+    try:
+        return compare.parse_variant(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _significance(value: str) -> float:
+    number = _number(value)
+    if not 0 < number < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 0.5, got {value!r}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead of the grid: --clients (128) storm a queue of 8 ignoring Retry-After, then honouring "
         "it, then storm a queue of 256; status shares, goodput, Retry-After accuracy, probes",
+    )
+    parser.add_argument(
+        "--compare",
+        type=_variant,
+        action="append",
+        metavar="NAME=STRATEGY[,KNOB=VALUE...]",
+        help="instead of the grid: compare batching configs (two or more, the first the control) on "
+        "the same texts, rounds interleaved, e.g. --compare 'a=adaptive,max_wait_time_ms=20' "
+        "--compare b=batch_optimized; knobs are POST /batching/configure's",
+    )
+    parser.add_argument(
+        "--significance", type=_significance, default=0.05, help="level of --compare's tests (0.05)"
     )
     parser.add_argument(
         "--soak", type=_positive, metavar="MINUTES", help="instead of the grid: --clients (16) for MINUTES"
@@ -301,6 +340,10 @@ def _bench(args: argparse.Namespace) -> int:
         raise server.BenchError("--max-batch-size and --texts must be >= 1")
     corpus, source = _corpus(args)
     args.output.mkdir(parents=True, exist_ok=True)
+    if args.compare is not None:
+        if len(args.compare) < 2 or len({v.name for v in args.compare}) != len(args.compare):
+            raise server.BenchError("--compare needs two or more variants, each with a name of its own")
+        return modes.run_compare(args, model, corpus, source, _say)
     if args.overload or args.soak:
         return modes.run(args, model, corpus, _say)
     if not args.spawn:

@@ -1,4 +1,4 @@
-"""`carpool bench --overload` and `carpool bench --soak MINUTES`: set up, run, write the results."""
+"""`carpool bench --overload`, `--soak MINUTES` and `--compare ...`: set up, run, write the results."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from carpool_bench import overload, server
+from carpool_bench import compare, overload, server
 
-__all__ = ["run"]
+__all__ = ["run", "run_compare"]
 
 
 @contextlib.contextmanager
@@ -67,4 +67,57 @@ def run(args: argparse.Namespace, model: str, corpus: list[str], say: Callable[[
     path = args.output / ("overload.json" if args.overload else "soak.json")
     path.write_text(json.dumps(results, indent=2) + "\n")
     say(f"wrote {path}")
+    return 0
+
+
+def run_compare(
+    args: argparse.Namespace, model: str, corpus: list[str], source: str, say: Callable[[str], None]
+) -> int:
+    """`--compare`: each variant's config in turn on one server; the table, compare.json/.txt."""
+    with _pod(args, model) as (url, _):
+        admin = server.Admin(url, args.token)
+        try:
+            if not admin.healthy():
+                raise server.BenchError(f"{url}/health is not 200: start carpool serve, or use --spawn")
+            original = admin.stats()["config"]
+            admin.predict(corpus[0], model)
+            try:
+                rows = compare.run(
+                    url,
+                    admin,
+                    args.compare,
+                    corpus,
+                    model,
+                    levels=args.concurrency,
+                    rounds=args.rounds,
+                    duration_s=args.duration,
+                    warmup_s=args.warmup,
+                    timeout_s=args.timeout,
+                    say=say,
+                )
+            finally:
+                fields = [v.changes for v in args.compare]
+                admin.configure({k: original[k] for k in {key for changes in fields for key in changes}})
+        finally:
+            admin.close()
+    control = args.compare[0].name
+    text = (
+        f"Variants on {url} ({model}), {source}, {args.duration:g} s per cell after {args.warmup:g} s "
+        f"warm-up, {args.rounds} rounds interleaved; p-values against the control {control!r} "
+        f"(* below {args.significance:g}): latency Mann-Whitney U, errors two-proportion z, req/s sign "
+        "test over the rounds\n" + compare.format_table(rows, args.significance)
+    )
+    print("\n" + text + "\n", flush=True)
+    results = {
+        "url": url,
+        "model": model,
+        "texts": source,
+        "control": control,
+        "variants": {v.name: v.changes for v in args.compare},
+        "significance": args.significance,
+        "rows": [row.as_json(args.significance) for row in rows],
+    }
+    (args.output / "compare.txt").write_text(text + "\n")
+    (args.output / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
+    say(f"wrote {args.output / 'compare.json'} and {args.output / 'compare.txt'}")
     return 0
