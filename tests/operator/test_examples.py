@@ -43,7 +43,7 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 
 async def test_every_example_is_reconciled_with_its_models_mounted(server: k8s.ApiServer) -> None:
     documents = [yaml.safe_load(path.read_text()) for path in EXAMPLES]
-    assert len(documents) == 4
+    assert len(documents) == 5
     for document in documents:
         await server.create(kube.POLICIES, NS, {"metadata": document["metadata"], "spec": document["spec"]})
 
