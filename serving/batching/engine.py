@@ -552,16 +552,20 @@ class BatchEngine:
             return [error] * len(items), None, None
         return list(predictions), elapsed, None
 
-    def _split(self, items: list[Encoded], model: Model, exc: Exception) -> tuple[list[Outcome], None, int]:
-        """Model thread: a batch that ran out of memory, run as two halves (recursively)."""
-        tokens = len(items) * max(item.tokens for item in items)
+    def _split(
+        self, items: list[Encoded], model: Model, exc: Exception
+    ) -> tuple[list[Outcome], None, int | None]:
+        """Model thread: a batch that ran out of memory, run as two halves (recursively). A text
+        that runs out of memory alone fails alone, and lowers no cap (no batch can be smaller)."""
         if len(items) == 1:
+            log.warning("model %s: a text of %d tokens ran out of memory alone", self.name, items[0].tokens)
             error = errors.InferenceFailed(
                 f"model {self.name!r} ran out of device memory on this text alone "
                 f"({items[0].tokens} tokens): {type(exc).__name__}: {exc}",
                 model=self.name,
             )
-            return [error], None, tokens
+            return [error], None, None
+        tokens = len(items) * max(item.tokens for item in items)
         half = len(items) // 2
         first, _, first_failed = self._forward(items[:half], model)
         second, _, second_failed = self._forward(items[half:], model)

@@ -102,7 +102,7 @@ async def test_both_devices_take_batches_and_every_answer_is_the_texts_own(
     answers = await asyncio.gather(*(engine.submit(text) for text in batch))
     assert_own_answers(answers, batch, expected)
     threads = [{name for name, _ in model.batches} for model in models]
-    assert all(len(names) == 1 for names in threads) and threads[0] != threads[1], threads  # thread per device
+    assert all(len(names) == 1 for names in threads) and threads[0] != threads[1], threads
     assert all(model.batches for model in models), "both devices must take batches"
     assert sum(size for model in models for _, size in model.batches) == 240
     devices = engine.describe()["devices"]
