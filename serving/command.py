@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from serving.models import hf, registry
 
         registry.discover(settings.models, settings.models_dir)
-        hf.require_device(settings.device)
+        for device in settings.devices or [settings.device]:
+            hf.require_device(device)
     except ValueError as exc:
         print(f"carpool serve: {exc}", file=sys.stderr)
         return 2

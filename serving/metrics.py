@@ -12,6 +12,11 @@
 - `carpool_model_ready{model}` gauge, and where an NVIDIA GPU exists
   `carpool_gpu_utilization_ratio{gpu}`, `carpool_gpu_memory_used_bytes{gpu}` and
   `carpool_gpu_memory_total_bytes{gpu}`; on a CPU-only machine those are absent.
+- `carpool_out_of_memory_total{model,device}` counter: batches that ran out of device memory (each
+  was split in halves and answered), and `carpool_batch_token_cap{model,device}` gauge: the tokens
+  (batch size x padded length) a batch may hold, where a cap applies (GPU memory; absent on a CPU).
+- Several devices (`per_device()`): batch size, queue wait and inference histograms gain a `device`
+  label; with one device they keep their `model` label alone.
 
 Each app owns its own `CollectorRegistry`, so several apps can live in one process (tests).
 Queue sizes and GPU readings are read at scrape time, never pushed.
@@ -62,6 +67,14 @@ class _LiveGauges(Collector):
         yield queue
         yield ready
         yield from _process_families(self._metrics.processes())
+        caps = GaugeMetricFamily(
+            "carpool_batch_token_cap",
+            "Tokens (batch size x padded length) one batch may hold on a device, where memory caps it.",
+            labels=["model", "device"],
+        )
+        for (name, placed_on), limit in sorted(self._metrics.token_caps().items()):
+            caps.add_metric([name, placed_on], limit)
+        yield caps
         gpu = self._metrics.gpu
         if gpu is None:
             return
@@ -140,27 +153,15 @@ class Metrics:
         self.variant = variant
         self.models: Callable[[], Mapping[str, tuple[int, bool]]] = dict
         self.processes: Callable[[], Mapping[str, int]] = _this_process
+        self.token_caps: Callable[[], Mapping[tuple[str, str], int]] = dict
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
-        self.batch_size = Histogram(
-            "carpool_batch_size",
-            "Requests per forward pass.",
-            ["model"],
-            buckets=BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.queue_wait = Histogram(
-            "carpool_queue_wait_seconds",
-            "Time from queueing to the start of the forward pass.",
-            ["model"],
-            buckets=WAIT_BUCKETS,
-            registry=registry,
-        )
-        self.inference = Histogram(
-            "carpool_inference_seconds",
-            "Forward pass time of a batch, hand-off included.",
-            ["model"],
-            buckets=WAIT_BUCKETS,
+        self._per_device = False
+        self._batch_histograms(["model"])
+        self.out_of_memory = Counter(
+            "carpool_out_of_memory",
+            "Batches that ran out of device memory (split in halves, every request answered).",
+            ["model", "device"],
             registry=registry,
         )
         self.request_latency = Histogram(
@@ -182,14 +183,54 @@ class Metrics:
             self._exposed = CollectorRegistry(auto_describe=False)
             self._exposed.register(_Variant(registry, variant))
 
-    def on_batch(self, model: str, size: int, waits: Sequence[float], inference_s: float) -> None:
+    def _batch_histograms(self, labels: list[str]) -> None:
+        registry = self.registry
+        self.batch_size = Histogram(
+            "carpool_batch_size",
+            "Requests per forward pass.",
+            labels,
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "carpool_queue_wait_seconds",
+            "Time from queueing to the start of the forward pass.",
+            labels,
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.inference = Histogram(
+            "carpool_inference_seconds",
+            "Forward pass time of a batch, hand-off included.",
+            labels,
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+
+    def per_device(self) -> None:
+        """Label the batch histograms by device too (a pod with several devices), from now on."""
+        if self._per_device:
+            return
+        for histogram in (self.batch_size, self.queue_wait, self.inference):
+            self.registry.unregister(histogram)
+        self._batch_histograms(["model", "device"])
+        self._per_device = True
+
+    def on_batch(
+        self, model: str, size: int, waits: Sequence[float], inference_s: float, device: str = ""
+    ) -> None:
         if not self.enabled:
             return
-        self.batch_size.labels(model).observe(size)
-        self.inference.labels(model).observe(inference_s)
-        wait = self.queue_wait.labels(model)
+        labels = (model, device) if self._per_device else (model,)
+        self.batch_size.labels(*labels).observe(size)
+        self.inference.labels(*labels).observe(inference_s)
+        wait = self.queue_wait.labels(*labels)
         for seconds in waits:
             wait.observe(seconds)
+
+    def on_out_of_memory(self, model: str, device: str) -> None:
+        if self.enabled:
+            self.out_of_memory.labels(model, device).inc()
 
     def on_request(self, endpoint: str, outcomes: Mapping[str, str], latency_s: float) -> None:
         """One request: its outcome per model named, and its latency."""

@@ -6,6 +6,11 @@ batching config to every engine at once, or to one model's engine (model-specifi
 holds the facts /health, /batching/stats and /models/status report (its models, their engines,
 the configs in force); `serving.reports` shapes those bodies. Models load in the background
 after the server starts, so /health answers 503 until all are warm.
+
+Placement. With several devices (`ServerSettings.placement`), every model is replicated on every
+device: one replica per device inside the model's one engine (one queue, batches to whichever device
+is free), and one model thread per device, shared by the models on it. With one device, one model
+thread runs every model, as ever.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from pydantic import ValidationError
 from serving import catalog, errors, hardware, validation
 from serving.batching.engine import BatchEngine
 from serving.batching.pending import BULK, INTERACTIVE
+from serving.batching.replica import Replica
 from serving.metrics import Metrics
-from serving.models import registry
+from serving.models import hf, registry
 from serving.models.base import Encoded, Model, Prediction
 from serving.settings import BatchingConfig, ServerSettings
 
-__all__ = ["ModelPool", "Served"]
+__all__ = ["ModelPool", "Served", "device_labels"]
 
 log = logging.getLogger("carpool.pool")
 
@@ -67,43 +73,67 @@ class ModelPool:
         self.configs: dict[str, BatchingConfig] = {name: s.engine.config for name, s in self.served.items()}
         """Each model's own config: the pod's `config` unless tuned for that model."""
         self.metrics.models = self._queue_states
+        self.metrics.token_caps = self._token_caps
         self._loading: asyncio.Task[None] | None = None
-        self._device_thread: ThreadPoolExecutor | None = None  # shared by the engines, see from_models
+        self._device_threads: list[ThreadPoolExecutor] = []  # one per device, see from_replicas
+        self.devices: list[str] = []  # the devices' labels, when the pool placed its models on several
         self.started_at = time.monotonic()
 
     @classmethod
     def from_models(cls, models: Sequence[Model], config: BatchingConfig, **options: Any) -> ModelPool:
-        """A pool of already built models (tests, EchoModel), all run by one model thread.
+        """A pool of already built models (tests, EchoModel), all run by one model thread."""
+        return cls.from_replicas([[(None, model)] for model in models], config, **options)
+
+    @classmethod
+    def from_replicas(
+        cls,
+        replicas: Sequence[Sequence[tuple[str | None, Model]]],
+        config: BatchingConfig,
+        **options: Any,
+    ) -> ModelPool:
+        """A pool of already built models, each given as its replicas, (device label, model) per
+        device (label None: one device). Each device gets one model thread, shared by its models.
 
         `model_batching` (an option): per-model batching fields over `config`, by model name
         (`ServerSettings.model_batching`); a name the pool does not serve is a ValueError."""
         model_batching: Mapping[str, Mapping[str, Any]] = options.pop("model_batching", None) or {}
         metrics = options.get("metrics")
         gpu = options.get("gpu")
-        device_thread = ThreadPoolExecutor(1, thread_name_prefix="carpool-model")
-        served = [
-            Served(
-                BatchEngine(
-                    model,
-                    config,
-                    observer=metrics,
-                    device_load=gpu.utilization if gpu else None,
-                    executor=device_thread,
-                ),
-                kind="trained" if model.name.endswith(registry.TRAINED_SUFFIX) else "base",
-                path=str(getattr(model, "path", "")),
-                card=registry.load_card(model.path) if hasattr(model, "path") else None,
-                untrained_head=bool(getattr(model, "untrained_head", False)),
+        threads: dict[str | None, ThreadPoolExecutor] = {}
+        for placed in replicas:
+            for label, _ in placed:
+                if label not in threads:
+                    prefix = "carpool-model" if label is None else f"carpool-model-{label}"
+                    threads[label] = ThreadPoolExecutor(1, thread_name_prefix=prefix)
+        served = []
+        for placed in replicas:
+            model = placed[0][1]
+            served.append(
+                Served(
+                    BatchEngine(
+                        model,
+                        config,
+                        observer=metrics,
+                        device_load=gpu.utilization if gpu else None,
+                        replicas=[Replica(m, threads[label], label) for label, m in placed],
+                    ),
+                    kind="trained" if model.name.endswith(registry.TRAINED_SUFFIX) else "base",
+                    path=str(getattr(model, "path", "")),
+                    card=registry.load_card(model.path) if hasattr(model, "path") else None,
+                    untrained_head=bool(getattr(model, "untrained_head", False)),
+                )
             )
-            for model in models
-        ]
         pool = cls(served, config, **options)
-        pool._device_thread = device_thread
+        pool._device_threads = list(threads.values())
+        pool.devices = [label for label in threads if label is not None]
+        if len(pool.devices) > 1:
+            pool.metrics.per_device()
         for name, fields in model_batching.items():
             try:
                 pool.configure(fields, model=name)
             except (errors.UnknownModel, errors.InvalidConfig) as exc:
-                device_thread.shutdown(wait=False)
+                for thread in pool._device_threads:
+                    thread.shutdown(wait=False)
                 raise ValueError(f"CARPOOL_MODEL_BATCHING: {exc}") from None
         return pool
 
@@ -111,21 +141,31 @@ class ModelPool:
     def from_settings(
         cls, settings: ServerSettings, metrics: Metrics, gpu: hardware.GpuProbe | None
     ) -> ModelPool:
-        """The pool `carpool serve` runs: models found by `registry.discover`, not yet loaded."""
+        """The pool `carpool serve` runs: models found by `registry.discover`, not yet loaded, each
+        replicated on every device of `settings.placement` (labels: `device_labels`)."""
         specs = registry.discover(settings.models, settings.models_dir)
-        models = [
-            registry.build_model(
-                spec,
-                device=settings.device,
-                dtype=settings.dtype,
-                max_length=settings.max_length,
-                runtime=settings.runtime_for(spec.name),
-                cache_dir=settings.cache_dir,
-            )
+        counted = settings.devices is None and settings.device in ("auto", "cuda")
+        devices = settings.placement(hf.cuda_device_count() if counted else 0)
+        labels: list[str | None] = list(device_labels(devices)) if len(devices) > 1 else [None]
+        replicas = [
+            [
+                (
+                    label,
+                    registry.build_model(
+                        spec,
+                        device=device,
+                        dtype=settings.dtype,
+                        max_length=settings.max_length,
+                        runtime=settings.runtime_for(spec.name),
+                        cache_dir=settings.cache_dir,
+                    ),
+                )
+                for label, device in zip(labels, devices, strict=True)
+            ]
             for spec in specs
         ]
-        return cls.from_models(
-            models,
+        return cls.from_replicas(
+            replicas,
             settings.batching,
             metrics=metrics,
             gpu=gpu,
@@ -146,6 +186,9 @@ class ModelPool:
                 await served.engine.start()
             except Exception:
                 log.exception("model %s could not be loaded", served.engine.name)
+        if len(self.served) > 1:  # the first models' caps counted memory the later ones now hold
+            for served in self.served.values():
+                await served.engine.refit_memory()
 
     def hurry(self) -> None:
         """The pod is stopping: every engine sends what it holds at once, still taking requests."""
@@ -158,8 +201,8 @@ class ModelPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loading
         await asyncio.gather(*(served.engine.drain() for served in self.served.values()))
-        if self._device_thread is not None:
-            self._device_thread.shutdown(wait=True)
+        for thread in self._device_threads:
+            thread.shutdown(wait=True)
 
     # -- names and texts ------------------------------------------------------------------------
 
@@ -281,6 +324,15 @@ class ModelPool:
     def _queue_states(self) -> dict[str, tuple[int, bool]]:
         return {name: (s.engine.queue_size, s.engine.alive) for name, s in self.served.items()}
 
+    def _token_caps(self) -> dict[tuple[str, str], int]:
+        """{(model, device): token cap} where a cap applies (a GPU's memory, or an OOM lowered it)."""
+        return {
+            (name, replica.device): replica.cap.limit
+            for name, s in self.served.items()
+            for replica in s.engine.replicas
+            if replica.cap.limit is not None
+        }
+
     @property
     def ready(self) -> bool:
         """Every model loaded, warm and its engine alive (what /health answers 200 for)."""
@@ -302,6 +354,20 @@ def _updated(config: BatchingConfig, changes: Mapping[str, Any], model: str | No
 
 def _shown(config: BatchingConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
+
+
+def device_labels(devices: Sequence[str]) -> list[str]:
+    """Names for the devices in reports and metrics: the device itself, or `cpu#0`, `cpu#1`, ...
+    where the same device is named more than once (CARPOOL_DEVICES=cpu,cpu)."""
+    seen: dict[str, int] = {}
+    labels = []
+    for device in devices:
+        if devices.count(device) == 1:
+            labels.append(device)
+        else:
+            labels.append(f"{device}#{seen.get(device, 0)}")
+            seen[device] = seen.get(device, 0) + 1
+    return labels
 
 
 def _mark_done(finished: dict[str, float], name: str, _future: asyncio.Future[Prediction]) -> None:

@@ -19,6 +19,9 @@ from serving.pool import ModelPool, Served
 __all__ = ["health", "stats", "status"]
 
 UNTRAINED_HEAD = "untrained: seeded random classification head; run `carpool train` for minilm_trained"
+PLACEMENT_RULE = (
+    "replicated: every model on every device, one queue per model, a free device takes the next batch"
+)
 CARD_KEYS = ("name", "base", "labels", "metrics", "trained_at", "train_seconds", "data", "error")
 
 
@@ -51,6 +54,7 @@ def stats(pool: ModelPool) -> dict[str, Any]:
             name: {**served.engine.describe(), **_own_config(pool, name)}
             for name, served in pool.served.items()
         },
+        **({"devices": pool.devices, "placement": PLACEMENT_RULE} if pool.devices else {}),
     }
 
 
@@ -73,6 +77,7 @@ def status(pool: ModelPool) -> list[dict[str, Any]]:
 def _model_status(name: str, served: Served) -> dict[str, Any]:
     engine = served.engine
     model = engine.model
+    replicas = engine.replicas
     entry: dict[str, Any] = {
         "name": name,
         "kind": served.kind,
@@ -88,6 +93,9 @@ def _model_status(name: str, served: Served) -> dict[str, Any]:
         "queue_size": engine.queue_size,
         **_error(engine),
     }
+    if len(replicas) > 1:  # several devices: where the model's replicas are (one device: `device`)
+        entry["devices"] = [replica.device for replica in replicas]
+        entry["placement"] = PLACEMENT_RULE
     if served.untrained_head:
         entry["head"] = UNTRAINED_HEAD
     if served.card is not None:

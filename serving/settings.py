@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -65,6 +66,9 @@ HEADER_TIMEOUT_S = 10.0
 DRAIN_BOUND_S = 30
 PRESTOP_PAUSE_S = 5
 _GRACE_MARGIN_S = 5
+
+
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 def termination_grace_s() -> int:
@@ -322,6 +326,11 @@ class ServerSettings(BaseModel):
     models: dict[str, Path] = Field(default_factory=dict, description="Explicit NAME -> PATH models.")
     models_dir: Path | None = Field(None, description="Directory whose sub-directories are models.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    devices: list[str] | None = Field(
+        None,
+        description="Devices to replicate every model on (CARPOOL_DEVICES=cuda:0,cuda:1); over `device`. "
+        "Unset: every visible GPU when `device` is auto or cuda, else `device` alone.",
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on CUDA, float32 on CPU."
     )
@@ -401,6 +410,8 @@ class ServerSettings(BaseModel):
             values["model_batching"] = parse_model_batching(
                 environ["CARPOOL_MODEL_BATCHING"], values["batching"]
             )
+        if environ.get("CARPOOL_DEVICES", "").strip():
+            values["devices"] = [part.strip() for part in environ["CARPOOL_DEVICES"].split(",")]
         if environ.get("CARPOOL_RUNTIME"):
             values["runtime"] = _runtime(environ["CARPOOL_RUNTIME"].strip(), "CARPOOL_RUNTIME")
         simple = {
@@ -440,6 +451,28 @@ class ServerSettings(BaseModel):
                     "/batching/configure open"
                 )
         return value
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for device in value:
+            if not DEVICE.fullmatch(device):
+                raise ValueError(f"CARPOOL_DEVICES: each device must be cpu, cuda or cuda:N, got {device!r}")
+        if not value:
+            raise ValueError("CARPOOL_DEVICES names no device")
+        return value
+
+    def placement(self, cuda_devices: int) -> list[str]:
+        """The devices each model is replicated on (one engine thread each), given how many CUDA
+        devices torch sees: CARPOOL_DEVICES as set; else, for `device` auto or cuda (no index) and
+        more than one GPU, every one of them; else `device` alone."""
+        if self.devices:
+            return list(self.devices)
+        if self.device in ("auto", "cuda") and cuda_devices > 1:
+            return [f"cuda:{index}" for index in range(cuda_devices)]
+        return [self.device]
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -24,7 +24,15 @@ interactive requests, so under overload bulk is refused, or kept waiting for roo
 the policy fills batches from the interactive lane first without starving bulk (`policies.lanes`).
 
 If a batch raises, its items are retried one by one on the model thread, so one bad item fails
-alone and its neighbours still get their results. Scheduling uses the loop clock (`loop.time()`,
+alone and its neighbours still get their results. If it runs out of device memory (the model's
+`is_out_of_memory`, or torch's OutOfMemoryError), it is split in halves instead, every request is
+still answered, and the device's token cap (`memory.TokenCap`) comes down below the batch that
+failed; on a GPU that cap is first learned at warm-up from measured peak memory.
+
+Several devices. An engine may hold one replica of its model per device (`replica.Replica`): one
+queue, one consumer, and each batch goes to whichever replica is free, so a free device takes the
+next batch and batching stays global per model. With one replica the consumer awaits each batch,
+exactly as it always has. Scheduling uses the loop clock (`loop.time()`,
 so deadlines line up with `call_at`); measurements use `time.perf_counter()`, because uvloop's
 loop clock only ticks in whole milliseconds.
 """
@@ -32,7 +40,9 @@ loop clock only ticks in whole milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -42,8 +52,9 @@ from typing import Any, Protocol
 from serving import errors
 from serving.batching import cost, policies
 from serving.batching.pending import BULK, INTERACTIVE, Pending
+from serving.batching.replica import Replica
 from serving.batching.stats import EngineStats
-from serving.models.base import Encoded, Model, Prediction
+from serving.models.base import Encoded, Model, Prediction, WarmupSample
 from serving.settings import BatchingConfig, Strategy
 
 __all__ = ["BatchEngine", "BatchObserver", "EngineState"]
@@ -61,9 +72,13 @@ class EngineState(enum.StrEnum):
 
 
 class BatchObserver(Protocol):
-    """Receives one call per batch (the metrics module implements it)."""
+    """Receives one call per batch (the metrics module implements it); `device` only when the
+    engine has several devices. An observer may also have `on_out_of_memory(model, device)`,
+    called for each batch that ran out of device memory."""
 
-    def on_batch(self, model: str, size: int, waits: Sequence[float], inference_s: float) -> None: ...
+    def on_batch(
+        self, model: str, size: int, waits: Sequence[float], inference_s: float, device: str = ""
+    ) -> None: ...
 
 
 Outcome = Prediction | BaseException
@@ -78,7 +93,9 @@ class BatchEngine:
         observer: BatchObserver | None = None,
         device_load: Any = None,
         executor: ThreadPoolExecutor | None = None,
+        replicas: Sequence[Replica] = (),
     ) -> None:
+        """`replicas`: one per device (the first's model is `model`); default: `model` on `executor`."""
         self.model = model
         self.name = model.name
         self.config = config
@@ -96,11 +113,13 @@ class BatchEngine:
         # The model thread. A pod's engines share one (see `ModelPool`): torch must be called from
         # a single thread per process, or each calling thread gets an OpenMP team of its own and
         # the teams slow every forward pass, for good, by a third. Without one, the engine owns one.
-        self._shared_executor = executor
-        self._executor: ThreadPoolExecutor | None = None
+        self.replicas = list(replicas) or [Replica(model, executor)]
+        self._owned: list[ThreadPoolExecutor] = []  # model threads this engine made (none shared)
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._running: tuple[float, int] | None = None  # (started, size) of the batch on the thread
+        self._runs: set[asyncio.Task[None]] = set()  # batches on replicas (several devices only)
+        self._broken: BaseException | None = None
+        self._warm_samples: list[WarmupSample] = []
         self._draining = False
         self._hurry = False  # set at shutdown: no batch is held back, requests are still taken
         self._last_arrival: float | None = None
@@ -113,34 +132,64 @@ class BatchEngine:
         """Load and warm the model on its thread, then start consuming. Raises if loading fails."""
         self._loop = loop = asyncio.get_running_loop()
         self.stats = EngineStats(time.perf_counter())
-        self._executor = self._shared_executor or ThreadPoolExecutor(
-            1, thread_name_prefix=f"carpool-model-{self.name}"
-        )
+        for replica in self.replicas:
+            if replica.executor is None:
+                replica.executor = ThreadPoolExecutor(1, thread_name_prefix=f"carpool-model-{self.name}")
+                self._owned.append(replica.executor)
         self.state = EngineState.LOADING
         started = time.perf_counter()
         try:
-            samples = await loop.run_in_executor(self._executor, self._load_and_warm)
+            warmed = [
+                await loop.run_in_executor(replica.executor, self._load_and_warm, replica)
+                for replica in self.replicas
+            ]
         except Exception as exc:
             self.state = EngineState.FAILED
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("model %s failed to load: %s", self.name, self.error)
-            if self._shared_executor is None:
-                self._executor.shutdown(wait=False)
+            for executor in self._owned:
+                executor.shutdown(wait=False)
             raise
         self.load_seconds = time.perf_counter() - started
-        self.cost.reseed(samples)
+        samples = warmed[0]
+        self.cost.reseed([(s.batch_size, s.padded_len, s.seconds) for s in samples])
+        self._warm_samples = samples
         self._policy = policies.for_config(self.config)
         self._choice = None
         self._task = loop.create_task(self._consume(), name=f"carpool-batcher-{self.name}")
         self.state = EngineState.READY
         log.info("model %s ready in %.2f s on %s", self.name, self.load_seconds, self.model.device)
 
-    def _load_and_warm(self) -> list[tuple[int, int, float]]:
-        self.model.load()
-        verify = getattr(self.model, "verify", None)
+    def _load_and_warm(self, replica: Replica) -> list[WarmupSample]:
+        """Model thread: load, verify and warm one replica, then learn its token cap."""
+        model = replica.model
+        model.load()
+        verify = getattr(model, "verify", None)
         if callable(verify):
             verify()
-        return [(s.batch_size, s.padded_len, s.seconds) for s in self.model.warmup()]
+        samples = model.warmup()
+        self._learn_cap(replica, samples)
+        return samples
+
+    def _learn_cap(self, replica: Replica, samples: Sequence[WarmupSample]) -> None:
+        """Model thread: the token cap from warm-up peaks and the memory free now (GPU only)."""
+        peaks = [(s.batch_size, s.padded_len, s.peak_bytes) for s in samples if s.peak_bytes is not None]
+        free = getattr(replica.model, "memory_free", None)
+        if not peaks or not callable(free):
+            return
+        replica.cap.learn(peaks, free())
+        if replica.cap.source == "device_memory":
+            log.info("model %s on %s: %s", self.name, replica.device, replica.cap.reason)
+
+    async def refit_memory(self) -> None:
+        """Learn the token caps again from the memory free now (the pool calls this once every
+        model is loaded: models loaded later took memory the first ones counted as free)."""
+        if self._loop is None or self.state is not EngineState.READY:
+            return
+        for replica in self.replicas:
+            if replica.cap.memory is not None and replica.executor is not None:
+                samples = self._warm_samples
+                await self._loop.run_in_executor(replica.executor, self._learn_cap, replica, samples)
 
     async def drain(self) -> None:
         """Refuse new requests, finish every queued one, then stop the consumer and the thread."""
@@ -153,8 +202,8 @@ class BatchEngine:
         self._room.set()
         if self._task is not None:
             await self._task
-        if self._executor is not None and self._shared_executor is None:
-            self._executor.shutdown(wait=True)
+        for executor in self._owned:
+            executor.shutdown(wait=True)
         self.state = EngineState.STOPPED
 
     def hurry(self) -> None:
@@ -169,7 +218,7 @@ class BatchEngine:
             self.state is EngineState.READY
             and self._task is not None
             and not self._task.done()
-            and self._executor is not None
+            and all(replica.executor is not None for replica in self.replicas)
         )
 
     def reconfigure(self, config: BatchingConfig) -> None:
@@ -299,7 +348,7 @@ class BatchEngine:
         """When a refused request may expect room: the queue ahead of it at the measured drain rate
         (the cost model's estimate before any batch ran)."""
         rate = self.stats.drain_rate
-        queued = len(self._queue) + (self._running[1] if self._running is not None else 0)
+        queued = len(self._queue) + sum(r.running[1] for r in self.replicas if r.running is not None)
         if rate <= 0.0:
             model = self.cost.model
             rate = self.config.max_batch_size / model.estimate(self.config.max_batch_size, 48)
@@ -307,12 +356,20 @@ class BatchEngine:
 
     # -- the consumer ----------------------------------------------------------------------------
 
-    def signals(self, now: float) -> policies.Signals:
-        """What the policy sees: `now` on the loop clock, figures measured on perf_counter, the cost model."""
+    def signals(self, now: float, replica: Replica | None = None) -> policies.Signals:
+        """What the policy sees: `now` on the loop clock, figures measured on perf_counter, the cost
+        model, and the token cap of `replica` (the device that takes the batch; default the first).
+
+        With several devices, busy is the devices' mean."""
         measured = time.perf_counter()
+        replica = replica or self.replicas[0]
+        devices = len(self.replicas)
         busy = self.stats.busy_fraction(measured)
-        if self._running is not None:
-            busy = min(1.0, busy + min(measured - self._running[0], 1.0))
+        if devices > 1:
+            busy = min(1.0, busy / devices)
+        for other in self.replicas:
+            if other.running is not None:
+                busy = min(1.0, busy + min(measured - other.running[0], 1.0) / devices)
         if self._device_load is not None:
             gpu = self._device_load()
             if gpu is not None:
@@ -326,6 +383,7 @@ class BatchEngine:
             last_arrival=self._last_arrival,
             bulk_passed=self._bulk_passed,
             cost=self.cost.model,
+            max_tokens=replica.cap.limit,
         )
 
     async def _consume(self) -> None:
@@ -337,6 +395,9 @@ class BatchEngine:
             self.error = f"batching loop stopped: {type(exc).__name__}: {exc}"
             log.exception("model %s: %s", self.name, self.error)
             failure = errors.ModelNotReady(f"model {self.name!r} failed: {self.error}", model=self.name)
+            for run in list(self._runs):
+                with contextlib.suppress(BaseException):
+                    await run  # a batch still on a device is answered, or returns to the queue
             for pending in self._queue:
                 if not pending.future.done():
                     pending.future.set_exception(failure)
@@ -346,7 +407,10 @@ class BatchEngine:
     async def _consume_forever(self) -> None:
         assert self._loop is not None
         loop = self._loop
+        several = len(self.replicas) > 1
         while True:
+            if self._broken is not None:
+                raise self._broken
             queue = self._queue
             if any(p.future.done() for p in queue):
                 kept = [p for p in queue if not p.future.done()]
@@ -356,20 +420,25 @@ class BatchEngine:
                         gone.expiry.cancel()
                 self._queue = queue = kept
             if not queue:
-                if self._draining:
+                if self._draining and not self._runs:
                     return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            replica = next((r for r in self.replicas if r.running is None), None)
+            if replica is None:  # every device busy: a finished batch wakes us
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             now = loop.time()
             policy = self._policy
-            pick = policy.pick(queue, self.signals(now))
+            pick = policy.pick(queue, self.signals(now, replica))
             if pick.mode is not None:
                 self._choice = (pick.mode, pick.reason)
             if not pick.take and (self._draining or self._hurry):
                 cap = self.config.max_batch_size
                 view = policies.lanes(queue, cap, self._bulk_passed) or range(len(queue))
-                pick = policies.Pick(tuple(sorted(view[:cap])))
+                pick = policies.Pick(tuple(sorted(policies.fit_tokens(queue, view[:cap], replica.cap.limit))))
             if not pick.take:
                 self._wake.clear()
                 handle = loop.call_at(pick.wait_until if pick.wait_until is not None else now, self._wake.set)
@@ -388,30 +457,64 @@ class BatchEngine:
                 self._bulk_passed = 0
             else:
                 self._bulk_passed += 1
+            replica.running = (time.perf_counter(), len(batch))  # taken: the next pick needs another
+            if several:  # the device runs it; the consumer picks the next batch for a free one
+                run = loop.create_task(self._run(batch, replica), name=f"carpool-batch-{self.name}")
+                self._runs.add(run)
+                run.add_done_callback(functools.partial(self._ran, batch))
+                continue
             try:
-                await self._run(batch)
+                await self._run(batch, replica)
             except BaseException:
                 self._queue[:0] = batch  # unanswered riders fail with the queue, never hang
                 raise
 
-    async def _run(self, batch: list[Pending]) -> None:
-        assert self._loop is not None and self._executor is not None
+    def _ran(self, batch: list[Pending], run: asyncio.Task[None]) -> None:
+        """A batch on one of several devices finished: wake the consumer (to fail it on a bug)."""
+        self._runs.discard(run)
+        if not run.cancelled() and run.exception() is not None:
+            self._queue[:0] = [p for p in batch if not p.future.done()]
+            self._broken = run.exception()
+        self._wake.set()
+
+    async def _run(self, batch: list[Pending], replica: Replica) -> None:
+        assert self._loop is not None and replica.executor is not None
         loop = self._loop
         started = time.perf_counter()
-        self._running = (started, len(batch))
+        replica.running = (started, len(batch))  # the consumer marked it taken; now it starts
         items = [p.item for p in batch]
         try:
-            outcomes, forward_s = await loop.run_in_executor(self._executor, self._forward, items)
+            outcomes, forward_s, failed_tokens = await loop.run_in_executor(
+                replica.executor, self._forward, items, replica.model
+            )
         finally:
-            self._running = None
+            replica.running = None
         done = time.perf_counter()
         padded_len = max(p.tokens for p in batch)
         waits = [started - p.measured_at for p in batch]
         self.stats.on_batch(started, done, waits, padded_len, sum(p.tokens for p in batch))
+        replica.on_batch(len(batch), done - started)
         if forward_s is not None:
             self.cost.observe(len(batch), padded_len, forward_s)  # the next batch's Signals carry it
-        if self._observer is not None:
-            self._observer.on_batch(self.name, len(batch), waits, done - started)
+        if failed_tokens is not None:
+            cap = replica.cap.lowered_after(failed_tokens)
+            log.warning(
+                "model %s on %s: a batch of %d tokens ran out of memory; split in halves, every request "
+                "answered; token cap now %d",
+                self.name,
+                replica.device,
+                failed_tokens,
+                cap,
+            )
+        observer = self._observer
+        if observer is not None:
+            if len(self.replicas) > 1:
+                observer.on_batch(self.name, len(batch), waits, done - started, device=replica.device)
+            else:
+                observer.on_batch(self.name, len(batch), waits, done - started)
+            on_oom = getattr(observer, "on_out_of_memory", None)
+            if failed_tokens is not None and callable(on_oom):
+                on_oom(self.name, replica.device)
         for pending, outcome in zip(batch, outcomes, strict=True):
             ok = not isinstance(outcome, BaseException)
             self.stats.on_result(done, done - pending.measured_at, ok)
@@ -422,26 +525,52 @@ class BatchEngine:
             else:
                 pending.future.set_result(outcome)
 
-    def _forward(self, items: list[Encoded]) -> tuple[list[Outcome], float | None]:
-        """Model thread: the batch, or each item alone if the batch raised."""
+    def _forward(self, items: list[Encoded], model: Model) -> tuple[list[Outcome], float | None, int | None]:
+        """Model thread: the batch, or each item alone if the batch raised, or its halves if it ran
+        out of memory. Returns the outcomes, the forward time (None unless the batch ran whole) and
+        the tokens of the smallest batch that ran out of memory (None if none did)."""
         started = time.perf_counter()
         try:
-            predictions = self.model.predict_batch(items)
+            predictions = model.predict_batch(items)
         except Exception as exc:
+            if _out_of_memory(model, exc):
+                return self._split(items, model, exc)
             if len(items) == 1:
-                return [self._as_error(exc, items[0])], None
+                return [self._as_error(exc, items[0])], None, None
             log.warning(
                 "model %s: a batch of %d failed (%s); retrying items one by one", self.name, len(items), exc
             )
-            return [self._forward([item])[0][0] for item in items], None
+            alone = [self._forward([item], model) for item in items]
+            failed = [tokens for _, _, tokens in alone if tokens is not None]
+            return [outcomes[0] for outcomes, _, _ in alone], None, min(failed, default=None)
         elapsed = time.perf_counter() - started
         if len(predictions) != len(items):
             error = errors.InferenceFailed(
                 f"model {self.name!r} returned {len(predictions)} predictions for {len(items)} texts: "
                 "predict_batch must return exactly one prediction per input, in order"
             )
-            return [error] * len(items), None
-        return list(predictions), elapsed
+            return [error] * len(items), None, None
+        return list(predictions), elapsed, None
+
+    def _split(
+        self, items: list[Encoded], model: Model, exc: Exception
+    ) -> tuple[list[Outcome], None, int | None]:
+        """Model thread: a batch that ran out of memory, run as two halves (recursively). A text
+        that runs out of memory alone fails alone, and lowers no cap (no batch can be smaller)."""
+        if len(items) == 1:
+            log.warning("model %s: a text of %d tokens ran out of memory alone", self.name, items[0].tokens)
+            error = errors.InferenceFailed(
+                f"model {self.name!r} ran out of device memory on this text alone "
+                f"({items[0].tokens} tokens): {type(exc).__name__}: {exc}",
+                model=self.name,
+            )
+            return [error], None, None
+        tokens = len(items) * max(item.tokens for item in items)
+        half = len(items) // 2
+        first, _, first_failed = self._forward(items[:half], model)
+        second, _, second_failed = self._forward(items[half:], model)
+        failed = [t for t in (tokens, first_failed, second_failed) if t is not None]
+        return first + second, None, min(failed)
 
     def _as_error(self, exc: Exception, item: Encoded) -> BaseException:
         if isinstance(exc, errors.CarpoolError):
@@ -486,4 +615,17 @@ class BatchEngine:
             "per_token_us": round(model.per_token_s * 1e6, 4),
             "batches_fitted": self.cost.samples,
         }
+        if len(self.replicas) == 1:
+            report["token_cap"] = self.replicas[0].cap.describe(config.max_batch_size)
+        else:
+            uptime = now - self.stats.started_at
+            report["devices"] = {r.device: r.describe(config.max_batch_size, uptime) for r in self.replicas}
         return report
+
+
+def _out_of_memory(model: Model, exc: Exception) -> bool:
+    """The model's own verdict (`is_out_of_memory`), else torch's OutOfMemoryError by name."""
+    classify = getattr(model, "is_out_of_memory", None)
+    if callable(classify):
+        return bool(classify(exc))
+    return type(exc).__name__ == "OutOfMemoryError"

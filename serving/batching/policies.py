@@ -24,6 +24,9 @@ holds): the smallest partial batch that leaves before the 2 x max_wait_time_ms b
 that do not hold (single_request; adaptive dispatching at once) do not read it.
 
 Whichever rule releases a batch, `select()` chooses its riders by estimated cost: see its docstring.
+Where the device's memory caps batches (`Signals.max_tokens`, learned at warm-up on a GPU), a batch
+holds at most that many tokens, batch size x padded length (its oldest rider rides alone if longer);
+a policy counts a batch as full when the waiting requests, padded to the longest, reach it.
 
 Two lanes (`lanes()`): interactive requests (/predict, /predict/trained) fill batches first; bulk
 ones (/predict/batch items) take the seats left over. Bulk never starves: while bulk requests wait,
@@ -56,6 +59,7 @@ __all__ = [
     "SingleRequest",
     "Waiting",
     "choose",
+    "fit_tokens",
     "for_config",
     "lanes",
     "select",
@@ -93,6 +97,7 @@ class Signals:
     last_arrival: float | None = None
     bulk_passed: int = 0  # batches in a row that left without a bulk request while one waited
     cost: CostModel = CPU_SEED  # what a forward pass costs, as fitted so far
+    max_tokens: int | None = None  # batch size x padded length the device's memory allows; None: no cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +144,19 @@ def select(
     typical_wait_s: float = 0.0,
     age_weight: float = AGE_WEIGHT,
     bulk_passed: int = 0,
+    max_tokens: int | None = None,
 ) -> tuple[int, ...]:
     """The riders of the next forward pass: `choose` over the candidates `lanes` allows."""
     view = lanes(waiting, cap, bulk_passed)
     if view is None:
         return choose(
-            waiting, cap=cap, cost=cost, now=now, typical_wait_s=typical_wait_s, age_weight=age_weight
+            waiting,
+            cap=cap,
+            cost=cost,
+            now=now,
+            typical_wait_s=typical_wait_s,
+            age_weight=age_weight,
+            max_tokens=max_tokens,
         )
     taken = choose(
         [waiting[i] for i in view],
@@ -153,6 +165,7 @@ def select(
         now=now,
         typical_wait_s=typical_wait_s,
         age_weight=age_weight,
+        max_tokens=max_tokens,
     )
     return tuple(sorted(view[i] for i in taken))
 
@@ -165,6 +178,7 @@ def choose(
     now: float,
     typical_wait_s: float = 0.0,
     age_weight: float = AGE_WEIGHT,
+    max_tokens: int | None = None,
 ) -> tuple[int, ...]:
     """Choose which waiting requests share the next forward pass; `waiting[0]` is the anchor.
 
@@ -178,7 +192,9 @@ def choose(
       ones of similar length. Once old requests have earned more credit than the batch costs, only
       riders at least as old join: the batch is theirs. This keeps p99 close to p50 under load;
     - riders join in order of that net cost while each one lowers the average; so a batch grows
-      while the fixed cost is worth sharing, and max_batch_size is only a cap.
+      while the fixed cost is worth sharing, and max_batch_size is only a cap;
+    - with `max_tokens`, a batch padded to L holds at most max_tokens // L riders (the oldest
+      always rides, alone if it is longer than the cap).
 
     O(candidate lengths x waiting) with early exits: well under a millisecond for 64 waiting.
     """
@@ -204,8 +220,9 @@ def choose(
         if best is not None and base / cap - max_credit >= best[0]:
             break  # longer padding only costs the oldest more; no rider can make up for it
         total, chosen = base, [0]
+        room = cap if max_tokens is None else min(cap, max(1, max_tokens // padded_len))
         for i in order:
-            if len(chosen) >= cap:
+            if len(chosen) >= room:
                 break
             if tokens[i] > padded_len:
                 continue
@@ -219,6 +236,29 @@ def choose(
             best = (average, chosen)
     assert best is not None
     return tuple(sorted(best[1]))
+
+
+def fit_tokens(waiting: Sequence[Waiting], take: Sequence[int], max_tokens: int | None) -> tuple[int, ...]:
+    """The longest prefix of `take` whose batch (size x longest) stays within `max_tokens`; the
+    first always rides. For batches not chosen by `choose` (the drain's)."""
+    if max_tokens is None or not take:
+        return tuple(take)
+    longest = 0
+    kept: list[int] = []
+    for i in take:
+        longest = max(longest, waiting[i].tokens)
+        if kept and (len(kept) + 1) * longest > max_tokens:
+            break
+        kept.append(i)
+    return tuple(kept)
+
+
+def _full(waiting: Sequence[Waiting], max_batch_size: int, max_tokens: int | None) -> bool:
+    """max_batch_size requests wait, or (with a token cap) enough tokens to fill a batch."""
+    n = len(waiting)
+    if n >= max_batch_size:
+        return True
+    return max_tokens is not None and n * max(w.tokens for w in waiting) >= max_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +281,7 @@ class SingleRequest:
         if self.max_batch_size <= 1 or getattr(waiting[anchor], "lane", 0) != BULK:
             return Pick((anchor,))
         bulk = [i for i in order if getattr(waiting[i], "lane", 0) == BULK]
-        return Pick(tuple(sorted(bulk[: self.max_batch_size])))
+        return Pick(tuple(sorted(fit_tokens(waiting, bulk[: self.max_batch_size], signals.max_tokens))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +298,7 @@ class BatchOptimized:
         n = len(waiting)
         oldest = waiting[0].enqueued_at
         age = signals.now - oldest
-        full = n >= self.max_batch_size
+        full = _full(waiting, self.max_batch_size, signals.max_tokens)
         timed_out = age >= self.max_wait_s and n >= self.min_batch_size
         bound_reached = age >= 2 * self.max_wait_s
         if full or timed_out or bound_reached:
@@ -274,6 +314,7 @@ class BatchOptimized:
             now=signals.now,
             typical_wait_s=signals.typical_wait_s,
             bulk_passed=signals.bulk_passed,
+            max_tokens=signals.max_tokens,
         )
 
 
@@ -333,9 +374,10 @@ class Adaptive:
             now=signals.now,
             typical_wait_s=signals.typical_wait_s,
             bulk_passed=signals.bulk_passed,
+            max_tokens=signals.max_tokens,
         )
         go = Pick(take, mode=mode, reason=reason)
-        if mode is Mode.AT_ONCE or n >= self.max_batch_size:
+        if mode is Mode.AT_ONCE or _full(waiting, self.max_batch_size, signals.max_tokens):
             return go
         oldest = waiting[0].enqueued_at
         max_wait = self.controller.max_wait_s

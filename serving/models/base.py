@@ -38,11 +38,16 @@ class Prediction:
 
 @dataclass(frozen=True, slots=True)
 class WarmupSample:
-    """A forward pass timed during warm-up: it seeds the engine's cost model."""
+    """A forward pass timed during warm-up: it seeds the engine's cost model.
+
+    `peak_bytes`: device memory the pass needed above what was held before it (a GPU measures it;
+    None elsewhere); it seeds the engine's token cap (`batching.memory`).
+    """
 
     batch_size: int
     padded_len: int
     seconds: float
+    peak_bytes: int | None = None
 
 
 @runtime_checkable

@@ -7,8 +7,10 @@ copy of the Rust tokenizer with padding off and truncation at ``max_length``: ea
 is known when the engine picks a batch, and we pad each batch to its own longest item. `verify()`
 checks ids, masks and logits of that path against the plain padded Hugging Face call at start-up.
 
-Only `load`, `warmup`, `verify` and `predict_batch` touch torch; the engine calls them on the
-model's own thread.
+Only `load`, `warmup`, `verify`, `predict_batch` and `memory_free` touch torch; the engine calls
+them on the model's own thread. On CUDA, warm-up also measures each shape's peak memory (above what
+the model held before it), from which the engine learns a token cap (`batching.memory`); a forward
+pass that runs out of memory frees torch's cached blocks before the engine splits the batch.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 __all__ = [
     "REFERENCE_TEXTS",
     "HFClassifier",
+    "cuda_device_count",
     "require_device",
     "resolve_device",
     "resolve_dtype",
@@ -57,6 +60,13 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def cuda_device_count() -> int:
+    """CUDA devices torch sees (0 on a CPU-only build or machine)."""
+    import torch
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
 def require_device(device: str) -> None:
@@ -191,7 +201,12 @@ class HFClassifier:
         return self._encoder
 
     def predict_batch(self, items: Sequence[Encoded]) -> list[Prediction]:
-        probabilities = self._probabilities([item.ids for item in items])
+        try:
+            probabilities = self._probabilities([item.ids for item in items])
+        except Exception as exc:
+            if self.is_out_of_memory(exc) and self.device.startswith("cuda"):
+                self._torch.cuda.empty_cache()  # the failed pass's blocks, back for the halves
+            raise
         labels = self.labels
         predictions = []
         for row in probabilities:
@@ -241,13 +256,43 @@ class HFClassifier:
         return min(timings)
 
     def warmup(self) -> list[WarmupSample]:
-        """Choose the torch threads (on a CPU), then time a few representative shapes."""
+        """Choose the torch threads (on a CPU), then time a few representative shapes; on CUDA,
+        measure each one's peak memory too."""
         self._choose_threads()
         samples = []
         for batch_size, length in WARMUP_SHAPES:
-            row = self._row(length)
-            samples.append(WarmupSample(batch_size, len(row), self._fastest([row] * batch_size)))
+            rows = [self._row(length)] * batch_size
+            seconds = self._fastest(rows)
+            peak = self._peak_bytes(rows) if self.device.startswith("cuda") else None
+            samples.append(WarmupSample(batch_size, len(rows[0]), seconds, peak))
         return samples
+
+    def _peak_bytes(self, rows: list[list[int]]) -> int:
+        """CUDA: the most memory one pass over `rows` held above what was allocated before it."""
+        cuda = self._torch.cuda
+        cuda.synchronize(self.device)
+        before = cuda.memory_allocated(self.device)
+        cuda.reset_peak_memory_stats(self.device)
+        self._probabilities(rows)
+        cuda.synchronize(self.device)
+        return max(0, int(cuda.max_memory_allocated(self.device)) - int(before))
+
+    def memory_free(self) -> int | None:
+        """CUDA: bytes a batch may still use (free on the device, plus torch's cached unused
+        blocks); None on a CPU, where no memory cap applies."""
+        if not self.device.startswith("cuda"):
+            return None
+        cuda = self._torch.cuda
+        free, _total = cuda.mem_get_info(self.device)
+        cached = cuda.memory_reserved(self.device) - cuda.memory_allocated(self.device)
+        return int(free) + max(0, int(cached))
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        """torch's OutOfMemoryError, or a CUDA error that says it ran out of memory."""
+        torch = self._torch
+        if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+        return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
     def _choose_threads(self) -> None:
         """On a CPU, one torch thread unless more are measurably faster for this model.

@@ -380,3 +380,77 @@ def test_adaptive_holds_below_min_batch_size_like_batch_optimized(
     pick = policy.pick(waiting, signals)
     assert pick.take == expected.take
     assert pick.wait_until == pytest.approx(expected.wait_until)
+
+
+# -- the token cap (device memory) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("waiting", "cap", "max_tokens", "expected"),
+    [
+        pytest.param(queue(*[10] * 8), 8, None, tuple(range(8)), id="no-cap-fills"),
+        pytest.param(queue(*[10] * 8), 8, 40, (0, 1, 2, 3), id="four-of-ten-tokens"),
+        pytest.param(queue(*[10] * 8), 8, 39, (0, 1, 2), id="rounded-down"),
+        pytest.param(queue(50, 10, 10), 8, 20, (0,), id="longer-oldest-rides-alone"),
+        pytest.param(queue(10, 50, 10, 50), 8, 60, (0, 2), id="long-riders-do-not-fit"),
+        pytest.param(queue(*[10] * 8), 2, 1000, (0, 1), id="max-batch-size-still-caps"),
+    ],
+)
+def test_choose_keeps_batches_within_the_token_cap(
+    waiting: list[W], cap: int, max_tokens: int | None, expected: tuple[int, ...]
+) -> None:
+    taken = policies.choose(waiting, cap=cap, cost=GPU_LIKE, now=1.0, max_tokens=max_tokens)
+    assert taken == expected
+
+
+def test_every_batch_chosen_under_a_token_cap_fits_it() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        waiting = queue(*[rng.randint(4, 64) for _ in range(rng.randint(1, 40))])
+        max_tokens = rng.randint(16, 600)
+        for cost in (CPU_SEED, GPU_LIKE):
+            taken = policies.select(waiting, cap=16, cost=cost, now=1.0, max_tokens=max_tokens)
+            assert taken[0] == 0 and len(taken) <= 16
+            if len(taken) > 1:
+                assert len(taken) * max(waiting[i].tokens for i in taken) <= max_tokens
+
+
+def test_a_cap_larger_than_any_batch_changes_nothing() -> None:
+    rng = random.Random(3)
+    for _ in range(100):
+        waiting = queue(*[rng.randint(4, 64) for _ in range(rng.randint(1, 40))])
+        free = policies.select(waiting, cap=16, cost=CPU_SEED, now=1.0)
+        capped = policies.select(waiting, cap=16, cost=CPU_SEED, now=1.0, max_tokens=16 * 64)
+        assert free == capped
+
+
+@pytest.mark.parametrize(
+    ("tokens", "take", "max_tokens", "expected"),
+    [
+        pytest.param((10, 10, 10), (0, 1, 2), None, (0, 1, 2), id="no-cap"),
+        pytest.param((10, 10, 30), (0, 1, 2), 60, (0, 1), id="a-long-one-stops-the-prefix"),
+        pytest.param((90, 10), (0, 1), 60, (0,), id="first-always-rides"),
+        pytest.param((10, 10), (), 60, (), id="nothing"),
+    ],
+)
+def test_fit_tokens(
+    tokens: tuple[int, ...], take: tuple[int, ...], max_tokens: int | None, expected: tuple[int, ...]
+) -> None:
+    assert policies.fit_tokens(queue(*tokens), take, max_tokens) == expected
+
+
+@pytest.mark.parametrize("strategy", ["batch_optimized", "adaptive"])
+def test_a_batch_full_by_tokens_leaves_without_waiting(strategy: str) -> None:
+    policy = policies.for_config(
+        BatchingConfig.model_validate(
+            {"strategy": strategy, "max_batch_size": 32, "max_wait_time_ms": 50, "load_threshold": 0.1}
+        )
+    )
+    waiting = queue(20, 20, 20, 20)  # 80 tokens: a full batch under a cap of 80, not under none
+    busy = {"busy": 0.9, "arrival_rate": 1000.0, "last_arrival": 1.0}
+    held = policy.pick(waiting, policies.Signals(now=1.0, **busy))  # type: ignore[arg-type]
+    assert not held.take and held.wait_until is not None
+    full = policy.pick(waiting, policies.Signals(now=1.0, max_tokens=80, **busy))  # type: ignore[arg-type]
+    assert full.take == (0, 1, 2, 3)
+    over = policy.pick(queue(20, 20, 20, 20, 20), policies.Signals(now=1.0, max_tokens=80, **busy))  # type: ignore[arg-type]
+    assert over.take == (0, 1, 2, 3)
