@@ -1,8 +1,10 @@
-"""Fixtures shared across the suite: tiny real BERT classifiers, built once per session."""
+"""Fixtures shared across the suite: tiny real BERT classifiers, built once per session, and torch's
+thread count put back after every module (the tools' tests load models in-process too)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,17 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_bert(tiny_models_dir: Path) -> Path:
     """A tiny BertForSequenceClassification directory (labels benign, phishing, spam, prompt_injection)."""
     return tiny_models_dir / "tiny"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_threads_put_back() -> Iterator[None]:
+    """Models loaded in this process choose torch's thread count at warm-up (a process-wide setting);
+    each test module starts from torch's own default again, as a fresh process would."""
+    import torch
+
+    from serving.models import hf
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    hf._threads_kept = 0

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
@@ -69,17 +68,3 @@ def serve_app(settings: ServerSettings, customise: Callable[[ModelPool], None] |
                 await pool.drain()
 
     return running()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _torch_threads_put_back() -> Iterator[None]:
-    """Models loaded in this process choose torch's thread count at warm-up (a process-wide setting);
-    each test module starts from torch's own default again, as a fresh process would."""
-    import torch
-
-    from serving.models import hf
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    hf._threads_kept = 0
