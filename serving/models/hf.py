@@ -255,6 +255,26 @@ class HFClassifier:
             timings.append(time.perf_counter() - started)
         return min(timings)
 
+    def _fastest_interleaved(
+        self, rows: list[list[int]], threads: Sequence[int], runs: int = 4
+    ) -> list[float]:
+        """For each thread count, the fastest of `runs` timed passes, taken in turns (1, 2, 1, 2, ...).
+
+        Taking turns spreads each count's passes over the whole measurement, so a burst of other
+        work (an HTTP worker importing its libraries while the model warms up) slows some passes
+        of each count rather than all passes of one, and the minimum of each sees a quiet moment."""
+        fastest = [float("inf")] * len(threads)
+        for count in threads:  # a first, untimed pass at each count
+            self._torch.set_num_threads(count)
+            self._probabilities(rows)
+        for _ in range(runs):
+            for index, count in enumerate(threads):
+                self._torch.set_num_threads(count)
+                started = time.perf_counter()
+                self._probabilities(rows)
+                fastest[index] = min(fastest[index], time.perf_counter() - started)
+        return fastest
+
     def warmup(self) -> list[WarmupSample]:
         """Choose the torch threads (on a CPU), then time a few representative shapes; on CUDA,
         measure each one's peak memory too."""
@@ -310,10 +330,7 @@ class HFClassifier:
             self.torch_threads = torch.get_num_threads() if self.device == "cpu" else None
             return
         rows = [self._row(THREADS_SHAPE[1])] * THREADS_SHAPE[0]
-        torch.set_num_threads(most)
-        many = self._fastest(rows)
-        torch.set_num_threads(1)
-        one = self._fastest(rows)
+        many, one = self._fastest_interleaved(rows, (most, 1))
         gain = one / many if many > 0 else 1.0
         chosen = threads_for(one, many, most)
         _threads_kept = max(_threads_kept, chosen)

@@ -3,9 +3,10 @@
 A model can run in eager torch (`torch`), in ONNX Runtime on a float32 export (`onnx`), or in ONNX
 Runtime on a dynamically quantised int8 export (`onnx-int8`). The optimized runtimes are only ever
 candidates: at every start each one is checked against torch on `PROBE_TEXTS`, and one that
-disagrees beyond `TOLERANCE` (largest logit difference) or on any probe's label is refused for that
-model, which falls back to the next candidate and finally to torch. This module is pure: it decides
-the order of candidates and judges a check's figures; `serving.models.onnx` does the work.
+disagrees beyond `TOLERANCE` (largest logit difference) or on the label of any probe where torch's
+winner is clear (not a near-tie, `NEAR_TIE`) is refused for that model, which falls back to the
+next candidate and finally to torch. This module is pure: it decides the order of candidates and
+judges a check's figures; `serving.models.onnx` does the work.
 
 `auto` on CPU tries the fastest first (int8, then float32, then torch: the order measured on the
 machines Carpool targets, see docs/serving.md), taking
@@ -29,6 +30,7 @@ from typing import Any, Literal
 __all__ = [
     "CHECK_DTYPE_SLACK",
     "F1_MARGIN",
+    "NEAR_TIE",
     "ONNX_RUNTIMES",
     "PROBE_TEXTS",
     "SPEED_ORDER",
@@ -52,6 +54,10 @@ SPEED_ORDER: tuple[Runtime, ...] = ("onnx-int8", "onnx", "torch")  # fastest fir
 # only), which cost 0.4 point of held-out macro-F1. The bound catches a wrong or broken export;
 # label agreement on every probe is the finer test.
 TOLERANCE: dict[Runtime, float] = {"torch": 0.0, "onnx": 1e-3, "onnx-int8": 0.25}
+# A probe whose two highest torch logits lie within NEAR_TIE of the scale is a near-tie: which label
+# wins there means nothing (the embedded minilm's untrained head is near-ties throughout; int8 moved
+# its logits by 0.0093 and flipped 2 of 16 such probes). A flip there is reported, not refused.
+NEAR_TIE = 0.05
 CHECK_DTYPE_SLACK = 2e-2  # added to TOLERANCE when the torch reference runs in float16/bfloat16
 F1_MARGIN = 0.005  # auto: held-out macro-F1 at most half a point below torch's
 
@@ -96,10 +102,13 @@ class Check:
     max_logit_diff: float
     label_agreement: float  # share of probes given torch's label
     tolerance: float
+    clear_flips: int = 0  # probes given another label where torch had a clear winner
+    near_tie_flips: int = 0  # ... where torch's top two logits were a near-tie (see NEAR_TIE)
 
     @property
     def passed(self) -> bool:
-        return self.max_logit_diff <= self.tolerance and self.label_agreement == 1.0
+        """Logits within the tolerance, and torch's label kept wherever torch had a clear winner."""
+        return self.max_logit_diff <= self.tolerance and self.clear_flips == 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +116,7 @@ class Check:
             "probes": self.probes,
             "max_logit_diff": float(f"{self.max_logit_diff:.3g}"),
             "label_agreement": round(self.label_agreement, 4),
+            "near_tie_flips": self.near_tie_flips,
             "tolerance": float(f"{self.tolerance:.3g}"),
             "passed": self.passed,
         }
@@ -118,6 +128,11 @@ class Check:
             f"max logit difference {self.max_logit_diff:.2g} (tolerance {self.tolerance:g}), "
             f"labels agree on {agreed}/{self.probes} probe texts"
         )
+        if self.near_tie_flips:
+            figures += (
+                f"; {self.near_tie_flips} other label(s) on near-ties only (torch's top two logits "
+                f"within {NEAR_TIE:g} of the scale), not counted"
+            )
         return ("passed: " if self.passed else "failed: ") + figures
 
 
@@ -129,18 +144,39 @@ def judge(
     tolerance: float,
 ) -> Check:
     """Compare `candidate` logit tables (the same probes, e.g. batched and one by one) with torch's;
-    `tolerance` is relative to the probes' logit scale (see TOLERANCE)."""
+    `tolerance` is relative to the probes' logit scale (see TOLERANCE), and a label the runtime
+    changes counts against it only where torch's own winner was clear (see NEAR_TIE)."""
     scale = max([1.0, *(abs(value) for row in reference for value in row)])
     tolerance = tolerance * scale
     worst = 0.0
     agreed = 0
     total = 0
+    clear_flips = near_tie_flips = 0
     for table in candidate:
         for want, got in zip(reference, table, strict=True):
             worst = max(worst, max(abs(a - b) for a, b in zip(want, got, strict=True)))
-            agreed += _argmax(want) == _argmax(got)
             total += 1
-    return Check(runtime, len(reference), worst, agreed / total if total else 0.0, tolerance)
+            if _argmax(want) == _argmax(got):
+                agreed += 1
+            elif _margin(want) < NEAR_TIE * scale:
+                near_tie_flips += 1
+            else:
+                clear_flips += 1
+    return Check(
+        runtime,
+        len(reference),
+        worst,
+        agreed / total if total else 0.0,
+        tolerance,
+        clear_flips=clear_flips,
+        near_tie_flips=near_tie_flips,
+    )
+
+
+def _margin(row: Sequence[float]) -> float:
+    """How far torch's winner is ahead of the runner-up."""
+    top = sorted(row, reverse=True)
+    return top[0] - top[1] if len(top) > 1 else float("inf")
 
 
 def _argmax(row: Sequence[float]) -> int:

@@ -109,3 +109,15 @@ def test_the_cache_key_follows_the_files_and_the_extra(tmp_path: Path) -> None:
     assert key != runtime.cache_key([weights, config], ["torch 2.14"])
     weights.write_bytes(b"retrained")
     assert key != runtime.cache_key([weights, config], ["onnx"])
+
+
+def test_a_flip_on_a_near_tie_is_reported_but_not_refused() -> None:
+    # torch's two logits 0.02 apart (below NEAR_TIE x scale 1): which one wins means nothing.
+    check = runtime.judge(
+        "onnx-int8", [[0.02, 0.0], [2.0, -1.0]], [[[0.0, 0.02], [2.0, -1.0]]], tolerance=0.25
+    )
+    assert check.passed and check.near_tie_flips == 1 and check.label_agreement == 0.5
+    assert "1 other label(s) on near-ties only" in check.verdict()
+    assert check.as_dict()["near_tie_flips"] == 1
+    clear = runtime.judge("onnx-int8", [[0.2, 0.0]], [[[0.0, 0.2]]], tolerance=0.25)
+    assert not clear.passed and clear.near_tie_flips == 0
