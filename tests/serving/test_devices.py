@@ -8,7 +8,6 @@ model is, /batching/stats and /metrics count per device.
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,9 @@ from serving.models import hf
 from serving.pool import device_labels
 from serving.settings import ServerSettings
 from tests.serving.conftest import serve_app, tiny_settings
+from tests.support import tinybert
 
 pytestmark = pytest.mark.unit
-
-WORDS = [
-    "verify",
-    "your",
-    "account",
-    "password",
-    "urgent",
-    "invoice",
-    "ignore",
-    "previous",
-    "instructions",
-    "hello",
-    "team",
-]
 
 
 @pytest.mark.parametrize(
@@ -65,8 +51,7 @@ def test_device_labels_tell_repeated_devices_apart() -> None:
 
 async def test_a_pod_on_two_devices_serves_from_both_and_reports_each(tiny_models_dir: Path) -> None:
     settings = tiny_settings(tiny_models_dir, devices=["cpu", "cpu"])
-    rng = random.Random(5)
-    texts = [f"{i} " + " ".join(rng.choices(WORDS, k=rng.randint(1, 12))) for i in range(240)]
+    texts = tinybert.word_texts(240, seed=5, max_words=12)
     reference = hf.HFClassifier("tiny", tiny_models_dir / "tiny", device="cpu", max_length=32)
     reference.load()
     async with serve_app(settings) as pod:

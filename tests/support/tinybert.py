@@ -8,6 +8,7 @@ yet takes well under a millisecond.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,3 +30,25 @@ def build_tiny_bert(
     A larger `weight_std` than BERT's 0.02 makes answers differ clearly from text to text (tests
     that must tell every answer apart use it)."""
     return tiny.build_tiny_bert(path, labels, seed=seed, layers=layers, weight_std=weight_std)
+
+
+WORDS = (
+    "verify",
+    "your",
+    "account",
+    "password",
+    "urgent",
+    "invoice",
+    "ignore",
+    "previous",
+    "instructions",
+    "hello",
+    "team",
+)
+
+
+def word_texts(count: int, seed: int = 0, *, max_words: int = 20) -> list[str]:
+    """`count` distinct texts of 1 to `max_words` security-flavoured words (numbered, so no two are
+    equal), seeded: varied lengths for batching tests."""
+    rng = random.Random(seed)
+    return [f"{i} " + " ".join(rng.choices(WORDS, k=rng.randint(1, max_words))) for i in range(count)]

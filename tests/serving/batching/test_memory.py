@@ -9,7 +9,6 @@ memory as CUDA's allocator would (what cannot be measured without a device: the 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,26 +26,6 @@ from serving.settings import BatchingConfig
 from tests.support import tinybert
 
 pytestmark = pytest.mark.unit
-
-WORDS = [
-    "verify",
-    "your",
-    "account",
-    "password",
-    "urgent",
-    "invoice",
-    "ignore",
-    "previous",
-    "instructions",
-    "hello",
-    "team",
-]
-
-
-def texts(count: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [f"{i} " + " ".join(rng.choices(WORDS, k=rng.randint(1, 20))) for i in range(count)]
-
 
 # -- pure --------------------------------------------------------------------------------------
 
@@ -181,7 +160,7 @@ async def test_out_of_memory_splits_the_batch_answers_everyone_and_lowers_the_ca
     engine = await start(engines, model, metrics)
     assert engine.describe()["token_cap"]["source"] == "configured"  # a CPU: no memory cap
 
-    first = texts(32, seed=1)
+    first = tinybert.word_texts(32, seed=1)
     answers = await asyncio.gather(*(engine.submit(text) for text in first))
     assert_same(answers, reference(distinct_bert, first))  # all 32 answered, each with its own
     assert model.refused, "the first batch must have run out of memory"
@@ -193,7 +172,7 @@ async def test_out_of_memory_splits_the_batch_answers_everyone_and_lowers_the_ca
 
     model.ran.clear()
     refused_before = len(model.refused)
-    second = texts(64, seed=2)
+    second = tinybert.word_texts(64, seed=2)
     answers = await asyncio.gather(*(engine.submit(text) for text in second))
     assert_same(answers, reference(distinct_bert, second))
     assert len(model.refused) == refused_before, "batches after the cap was lowered must fit it"
@@ -228,7 +207,7 @@ async def test_the_cap_learned_at_warm_up_keeps_batches_within_free_memory(
     expected = int((4_000_000 * 0.9 - 100_000) // 64_000)  # 54 tokens
     assert (report["source"], report["max_batch_tokens"]) == ("device_memory", expected)
     assert report["memory"]["free_bytes_at_warmup"] == 4_000_000
-    batch = texts(40, seed=3)
+    batch = tinybert.word_texts(40, seed=3)
     answers = await asyncio.gather(*(engine.submit(text) for text in batch))
     assert_same(answers, reference(distinct_bert, batch))
     assert all(size == 1 or tokens <= expected for size, tokens in model.ran)

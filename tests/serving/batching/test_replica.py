@@ -8,7 +8,6 @@ drain and hurry still answer everything.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -25,25 +24,6 @@ from serving.settings import BatchingConfig
 from tests.support import tinybert
 
 pytestmark = pytest.mark.unit
-
-WORDS = [
-    "verify",
-    "your",
-    "account",
-    "password",
-    "urgent",
-    "invoice",
-    "ignore",
-    "previous",
-    "instructions",
-    "hello",
-    "team",
-]
-
-
-def texts(count: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [f"{i} " + " ".join(rng.choices(WORDS, k=rng.randint(1, 20))) for i in range(count)]
 
 
 class Recording(hf.HFClassifier):
@@ -67,7 +47,7 @@ def distinct_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def expected(distinct_bert: Path) -> dict[str, Prediction]:
     model = hf.HFClassifier("tiny", distinct_bert, device="cpu", max_length=32)
     model.load()
-    return {text: model.predict_batch([model.encode(text)])[0] for text in texts(300)}
+    return {text: model.predict_batch([model.encode(text)])[0] for text in tinybert.word_texts(300)}
 
 
 @pytest.fixture
@@ -98,7 +78,7 @@ async def test_both_devices_take_batches_and_every_answer_is_the_texts_own(
     two_devices: tuple[BatchEngine, list[Recording], Metrics], expected: dict[str, Prediction]
 ) -> None:
     engine, models, metrics = two_devices
-    batch = texts(240)
+    batch = tinybert.word_texts(240)
     answers = await asyncio.gather(*(engine.submit(text) for text in batch))
     assert_own_answers(answers, batch, expected)
     threads = [{name for name, _ in model.batches} for model in models]
@@ -128,7 +108,7 @@ async def test_a_free_device_takes_the_next_batch_while_the_other_computes(
         return original(items)
 
     slow.predict_batch = held  # type: ignore[method-assign]
-    batch = texts(40)
+    batch = tinybert.word_texts(40)
     first = engine.submit(batch[0])  # to the first free device: the slow one, which now holds it
     await asyncio.sleep(0.05)
     rest = await asyncio.gather(*(engine.submit(text) for text in batch[1:]))  # the other answers all
@@ -148,7 +128,7 @@ async def test_drain_and_hurry_answer_everything_on_every_device(
             {"strategy": "batch_optimized", "max_batch_size": 16, "max_wait_time_ms": 60_000}
         )
     )
-    batch = texts(200)
+    batch = tinybert.word_texts(200)
     futures = [engine.submit(text) for text in batch[:100]]
     await asyncio.sleep(0.05)
     assert any(not f.done() for f in futures)  # held: batch_optimized waits for full batches
