@@ -148,18 +148,8 @@ def select(
 ) -> tuple[int, ...]:
     """The riders of the next forward pass: `choose` over the candidates `lanes` allows."""
     view = lanes(waiting, cap, bulk_passed)
-    if view is None:
-        return choose(
-            waiting,
-            cap=cap,
-            cost=cost,
-            now=now,
-            typical_wait_s=typical_wait_s,
-            age_weight=age_weight,
-            max_tokens=max_tokens,
-        )
     taken = choose(
-        [waiting[i] for i in view],
+        waiting if view is None else [waiting[i] for i in view],
         cap=cap,
         cost=cost,
         now=now,
@@ -167,7 +157,7 @@ def select(
         age_weight=age_weight,
         max_tokens=max_tokens,
     )
-    return tuple(sorted(view[i] for i in taken))
+    return taken if view is None else tuple(sorted(view[i] for i in taken))
 
 
 def choose(
