@@ -11,12 +11,13 @@ it wants rather than assuming the one left by the test before.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.support import kube as k8s
 from tests.support import pods
 
 POD_IPS = ("127.0.0.2", "127.0.0.3")
@@ -63,3 +64,13 @@ def serving_pods(tiny_bert: Path, pod_port: int) -> Iterator[list[pods.ServingPo
     finally:
         for pod in started:
             pod.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[k8s.ApiServer]:
+    """kmock's API server with the operator running against it, on the fast test config (a test
+    module that needs other settings defines its own `server`)."""
+    async with k8s.api_server() as api:
+        config = k8s.fast_config(k8s.write_kubeconfig(tmp_path / "kubeconfig", str(api.url)))
+        async with k8s.running_operator(api, config):
+            yield api

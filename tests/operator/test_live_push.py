@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.e2e
 
 NS = "default"
 NAME = "live"
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[k8s.ApiServer]:
-    async with k8s.api_server() as api:
-        config = k8s.fast_config(k8s.write_kubeconfig(tmp_path / "kubeconfig", str(api.url)))
-        async with k8s.running_operator(api, config):
-            yield api
 
 
 def _status(server: k8s.ApiServer) -> dict[str, Any]:

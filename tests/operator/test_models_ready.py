@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,6 @@ pytestmark = pytest.mark.e2e
 
 NS = "default"
 BROKEN_IP = "127.0.0.4"
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[k8s.ApiServer]:
-    async with k8s.api_server() as api:
-        config = k8s.fast_config(k8s.write_kubeconfig(tmp_path / "kubeconfig", str(api.url)))
-        async with k8s.running_operator(api, config):
-            yield api
 
 
 @pytest.fixture
