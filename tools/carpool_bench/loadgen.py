@@ -20,12 +20,15 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-__all__ = ["LoadResult", "Target", "drive", "encode_requests", "run_blocking", "run_load"]
+__all__ = ["LoadResult", "Target", "alternate", "drive", "encode_requests", "run_blocking", "run_load"]
+
+
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -280,6 +283,62 @@ async def drive(
     return result
 
 
+async def alternate(
+    target: Target,
+    requests: Sequence[bytes],
+    other: Callable[[int], object],
+    *,
+    duration_s: float,
+    timeout_s: float = 30.0,
+) -> tuple[LoadResult, list[float]]:
+    """One user alternating a served request with `other(i)`, a call in this process on the same
+    request's index (the raw model on the same text), for `duration_s`: the served latencies and
+    the calls' times, pair by pair. Each pair runs within milliseconds, so drift moves both alike;
+    nothing else runs meanwhile, so neither competes with the other."""
+    if duration_s <= 0:
+        raise ValueError(f"need duration > 0, got {duration_s}")
+    if not requests:
+        raise ValueError("need at least one request to send")
+    result = LoadResult(concurrency=1, window_s=duration_s)
+    others: list[float] = []
+    connection: _Connection | None = None
+    end = time.perf_counter() + duration_s
+    index = 0
+    try:
+        while time.perf_counter() < end:
+            if connection is None or connection.closed:
+                try:
+                    connection = await _connect(target)
+                except OSError as exc:
+                    result._error(f"connect: {exc}")
+                    await asyncio.sleep(0.05)
+                    continue
+            sent = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    status, keep_alive = await connection.request(requests[index % len(requests)])
+            except (OSError, TimeoutError, _ResponseError) as exc:
+                result._error(f"{type(exc).__name__}: {exc}")
+                connection.close()
+                connection = None
+                continue
+            served = time.perf_counter() - sent
+            result.statuses[status] += 1
+            if not keep_alive:
+                connection.close()
+                connection = None
+            if 200 <= status < 300:
+                started = time.perf_counter()
+                other(index)
+                others.append(time.perf_counter() - started)
+                result.latencies_s.append(served)
+            index += 1
+    finally:
+        if connection is not None:
+            connection.close()
+    return result, others
+
+
 async def run_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
     """Wait for every task; if one fails or the caller is cancelled, cancel the rest and reap them."""
     try:
@@ -291,7 +350,7 @@ async def run_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def run_blocking(load: Coroutine[Any, Any, LoadResult]) -> LoadResult:
+def run_blocking(load: Coroutine[Any, Any, Result]) -> Result:
     """`load` (a `run_load(...)`) on a fresh event loop (uvloop when installed), for synchronous callers."""
     loop_factory = None
     with contextlib.suppress(ImportError):

@@ -161,6 +161,7 @@ class RawModel:
             torch.set_num_threads(hardware.usable_cpus())  # a CPU limit, not the cores
         self.device, self.dtype, self.threads = device, dtype, torch.get_num_threads()
         self._run_batch, self._lengths, self._count = run_batch, lengths, len(texts)
+        self._texts = list(texts)
         self._plans = []
         orders = (
             ("raw batch 1", 1, "one by one", _arrival_batches(len(texts), 1)),
@@ -184,6 +185,10 @@ class RawModel:
             self._plans.append(
                 _Plan(label + tag, size, order, [[texts[i] for i in batch] for batch in batches])
             )
+
+    def run_single(self, index: int) -> None:
+        """Tokenize and forward text `index` (modulo the texts) alone: one raw batch-1 call."""
+        self._run_batch([self._texts[index % self._count]])
 
     def measure(
         self,

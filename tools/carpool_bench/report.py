@@ -101,6 +101,17 @@ class Cell:
     other_load: float | None = None  # share of the machine other processes used meanwhile
     round: int = 1
     at_s: float = 0.0
+    # concurrency 1 only: served requests alternated one for one with the raw batch-1 call on the
+    # same text (see runner): the p50 of each side, measured within the same seconds
+    paired_p50_ms: float | None = None
+    paired_raw_p50_ms: float | None = None
+
+    @property
+    def paired_gap_ms(self) -> float | None:
+        """Served p50 minus raw batch-1 p50, from the alternated pairs."""
+        if self.paired_p50_ms is None or self.paired_raw_p50_ms is None:
+            return None
+        return self.paired_p50_ms - self.paired_raw_p50_ms
 
     @property
     def tail_ratio(self) -> float:
@@ -243,8 +254,14 @@ def _round_readings(cells: Sequence[Cell], refs_at: RefsAt, top: int, low: int) 
             found.append((f"{strategy} c={top} p99 / p50", cell.tail_ratio, "x", Goal("<=", 1.6)))
     adaptive_low = _find(cells, "adaptive", low)
     if adaptive_low is not None:
+        # The goal reads the alternated pairs when the cell has them: the bracketing references
+        # lie seconds away, and at concurrency 1 the drift between them is as large as the gap.
         gap = adaptive_low.p50_ms - refs_at(adaptive_low).single.p50_ms
-        found.append((f"adaptive c={low} p50 - raw batch 1 p50", gap, "ms", Goal("<=", 2.0)))
+        paired = adaptive_low.paired_gap_ms
+        name = f"adaptive c={low} p50 - raw batch 1 p50"
+        found.append((name, gap, "ms", Goal("<=", 2.0) if paired is None else None))
+        if paired is not None:
+            found.append((f"{name}, paired", paired, "ms", Goal("<=", 2.0)))
     pairs = (("adaptive", "batch_optimized", 0.95), ("batch_optimized", "single_request", 2.0))
     for numerator, denominator, minimum in pairs:
         over, under = _find(cells, numerator, top), _find(cells, denominator, top)

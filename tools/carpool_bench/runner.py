@@ -70,6 +70,7 @@ def _run_cell(
     clock: Clock,
     foreign: server.ForeignLoad | None,
     say: Callable[[str], None],
+    raw: reference.RawModel | None = None,
 ) -> report.Cell:
     admin.configure({"enable": True, "strategy": step.strategy, "max_batch_size": settings.max_batch_size})
     before = admin.batch_counters(settings.model)
@@ -90,6 +91,9 @@ def _run_cell(
     other_load = foreign.share() if foreign is not None else None
     after = admin.batch_counters(settings.model)
     latencies = load.latencies_s
+    paired: tuple[float, float] | None = None
+    if raw is not None and step.concurrency == 1:
+        paired = _pairs(settings, target, raw, load)
     cell = report.Cell(
         strategy=step.strategy,
         concurrency=step.concurrency,
@@ -105,6 +109,8 @@ def _run_cell(
         other_load=other_load,
         round=step.round,
         at_s=started + settings.warmup_s + settings.duration_s / 2,
+        paired_p50_ms=paired[0] if paired else None,
+        paired_raw_p50_ms=paired[1] if paired else None,
     )
     say(
         f"  {cell.throughput:.1f} req/s, p50 {cell.p50_ms:.1f} ms, p99 {cell.p99_ms:.1f} ms, "
@@ -112,9 +118,37 @@ def _run_cell(
     )
     if other_load is not None and other_load > 0.1:
         say(f"  warning: other processes used {other_load:.0%} of the machine during this cell")
+    if cell.paired_gap_ms is not None:
+        say(
+            f"  alternated with the raw batch-1 call: served p50 {cell.paired_p50_ms:.2f} ms, "
+            f"raw {cell.paired_raw_p50_ms:.2f} ms, gap {cell.paired_gap_ms:.2f} ms"
+        )
     for sample in load.error_samples:
         say(f"  error: {sample}")
     return cell
+
+
+def _pairs(
+    settings: CellSettings, target: loadgen.Target, raw: reference.RawModel, load: loadgen.LoadResult
+) -> tuple[float, float] | None:
+    """A concurrency-1 cell's second part: for another `duration_s`, each served request followed
+    by the raw batch-1 call on the same text, in this process; (served p50, raw p50) in ms. Its
+    statuses and errors join the cell's, so a failure here counts like one in the cell."""
+    served, others = loadgen.run_blocking(
+        loadgen.alternate(
+            target,
+            settings.encode(target, settings.texts, settings.model),
+            raw.run_single,
+            duration_s=settings.duration_s,
+            timeout_s=settings.timeout_s,
+        )
+    )
+    load.statuses.update(served.statuses)
+    load.errors += served.errors
+    load.error_samples.extend(served.error_samples)
+    if not others:
+        return None
+    return report.percentile(served.latencies_s, 50) * 1000, report.percentile(others, 50) * 1000
 
 
 def run(
@@ -141,7 +175,7 @@ def run(
                 f"{step.strategy} at concurrency {step.concurrency} "
                 f"(warm-up {settings.warmup_s:g} s, measure {settings.duration_s:g} s)"
             )
-            measured.cells.append(_run_cell(settings, admin, step, clock, foreign, say))
+            measured.cells.append(_run_cell(settings, admin, step, clock, foreign, say, raw))
             continue
         server_cpu = spawned.cpu_seconds() if spawned else 0.0
         started = time.perf_counter()

@@ -131,6 +131,8 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
     assert "[bench] cell 6/12, round 1/2: adaptive at concurrency 4" in out
     assert "[bench] cell 12/12, round 2/2: single_request at concurrency 1" in out  # backwards
     assert "[bench] references 5/5: sorted ceiling" in out
+    # each concurrency-1 cell is followed by its served requests alternated with the raw call
+    assert out.count("  alternated with the raw batch-1 call: served p50 ") == 6
     table = (tmp_path / "bench.txt").read_text()
     assert table in out
     assert "strategy          conc    req/s   p50 ms" in table and "medians over 2 rounds" in table
@@ -162,6 +164,7 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
     assert {check["name"] for check in results["checks"]} >= {
         "batch_optimized c=4 / sorted ceiling",
         "adaptive c=1 p50 - raw batch 1 p50",
+        "adaptive c=1 p50 - raw batch 1 p50, paired",
         "batch_optimized / single_request c=4",
     }
     png = (tmp_path / "bench.png").read_bytes()

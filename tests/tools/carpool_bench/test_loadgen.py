@@ -173,6 +173,33 @@ async def test_drive_sends_requests_encoded_by_the_caller_round_robin(
         await loadgen.drive(target, [], concurrency=1, duration_s=0.1, warmup_s=0.0)
 
 
+async def _ok(text: str) -> tuple[bytes, bool]:
+    await asyncio.sleep(0.002)
+    return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", True
+
+
+@pytest.mark.integration
+async def test_alternate_pairs_each_served_request_with_a_local_call_on_the_same_text(
+    bare_server: Callable[..., Awaitable[tuple[str, Counter[str]]]],
+) -> None:
+    url, answered = await bare_server(_ok)
+    target = loadgen.Target.parse(url)
+    texts = ["a", "b", "c"]
+    called: list[str] = []
+
+    def local(index: int) -> None:
+        called.append(texts[index % len(texts)])
+
+    served, others = await loadgen.alternate(
+        target, loadgen.encode_requests(target, texts, "m"), local, duration_s=0.3
+    )
+    assert served.errors == 0 and served.statuses[200] == len(called) == len(others) > 10
+    assert sum(answered.values()) == len(called)
+    assert len(served.latencies_s) == len(others)
+    assert called[:6] == ["a", "b", "c", "a", "b", "c"]
+    assert all(latency >= 0.002 for latency in served.latencies_s)
+
+
 @pytest.mark.integration
 async def test_a_cancelled_run_is_cancelled_not_cut_short() -> None:
     """Ctrl-C reaches a run as a cancellation (asyncio.Runner): it must stop the bench, not end the
