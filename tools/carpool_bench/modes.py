@@ -45,6 +45,7 @@ def run(args: argparse.Namespace, model: str, corpus: list[str], say: Callable[[
                         duration_s=args.duration,
                         warmup_s=args.warmup,
                         say=say,
+                        rounds=args.rounds,
                     )
                 if args.soak:
                     slices = overload.soak_slices(

@@ -59,10 +59,23 @@ def test_the_overload_and_soak_modes_write_their_reports(pod: ServingPod, tmp_pa
     assert pod.process is not None
     common = ["--url", pod.url, "--model", "tiny", "--token", TOKEN, "--output", str(tmp_path)]
     quick = ["--duration", "0.5", "--warmup", "0", "--clients", "12", "--texts", "8"]
-    assert command.main([*common, *quick, "--overload"]) == 0
+    assert command.main([*common, *quick, "--overload", "--rounds", "2"]) == 0
     report = json.loads((tmp_path / "overload.json").read_text())["overload"]
-    assert set(report) == {"storm_queue_8", "polite_queue_8", "storm_queue_256", "goodput_ratio_8_vs_256"}
-    assert report["storm_queue_256"]["status_shares"] == {"200": 1.0}
+    assert set(report) == {
+        "rounds",
+        "storm_queue_8",
+        "polite_queue_8",
+        "storm_queue_256",
+        "goodput_ratio_8_vs_256",
+        "goodput_ratio_spread",
+    }
+    assert report["rounds"] == 2 and len(report["storm_queue_8"]) == len(report["storm_queue_256"]) == 2
+    assert all(run["status_shares"] == {"200": 1.0} for run in report["storm_queue_256"])
+    low, high = report["goodput_ratio_spread"]
+    assert low <= report["goodput_ratio_8_vs_256"] <= high
+    # each storm says how full its batches were: a queue of 8 cannot fill more than 8 and those
+    # the model's forward pass overlaps
+    assert all(1 <= run["avg_batch_size"] for run in report["storm_queue_8"] + report["storm_queue_256"])
     assert httpx.get(f"{pod.url}/batching/stats").json()["config"]["max_queue_size"] == 256  # put back
     soak = ["--soak", "0.05", "--clients", "4", "--pid", str(pod.process.pid), "--texts", "8"]
     assert command.main([*common, *soak]) == 0
