@@ -236,6 +236,27 @@ class ModelPool:
             return engine.submit(text, timeout_s=timeout_s, lane=lane)
         return engine.submit_encoded(Encoded(text, ids), timeout_s=timeout_s, lane=lane)
 
+    def has_room(self, name: str, *, bulk: bool = False) -> bool:
+        """`name`'s queue would take a request in that lane now (see `BatchEngine.has_room`)."""
+        return self.served[name].engine.has_room(BULK if bulk else INTERACTIVE)
+
+    async def put(
+        self,
+        name: str,
+        text: str,
+        ids: Sequence[int] | None = None,
+        *,
+        room_s: float,
+        timeout_s: float | None = None,
+        bulk: bool = False,
+    ) -> asyncio.Future[Prediction]:
+        """Like `submit`, but a full queue is waited on for up to `room_s` before 429."""
+        self.catalog.check_text(text)
+        engine = self.served[name].engine
+        lane = BULK if bulk else INTERACTIVE
+        item = text if ids is None else Encoded(text, ids)
+        return await engine.put(item, timeout_s=timeout_s, lane=lane, room_s=room_s)
+
     def encoders(self) -> dict[str, Any]:
         """Each ready model's portable tokenizer (`encoder()`), for HTTP workers."""
         found = {}
@@ -250,13 +271,14 @@ class ModelPool:
         text: str,
         names: Sequence[str],
         *,
-        wait_for_room: bool = False,
+        wait_for_room: float = 0.0,
         timeout_s: float | None = None,
         bulk: bool = False,
     ) -> dict[str, tuple[Prediction, float]]:
         """One prediction per model, with each model's latency in seconds; waits for all.
 
-        A full queue raises QueueFull (429), or with `wait_for_room` waits until a batch leaves.
+        A full queue raises QueueFull (429) at once, or after waiting up to `wait_for_room` seconds
+        for room (math.inf: until a batch leaves).
         `timeout_s`: 504 for a model whose batch has not left by then. `bulk`: the bulk lane.
         """
         self.catalog.check_text(text)
@@ -268,8 +290,8 @@ class ModelPool:
                 engine = self.served[name].engine
                 left = None if timeout_s is None else max(timeout_s - (time.perf_counter() - started), 0.0)
                 futures.append(
-                    await engine.put(text, timeout_s=left, lane=lane)
-                    if wait_for_room
+                    await engine.put(text, timeout_s=left, lane=lane, room_s=wait_for_room)
+                    if wait_for_room > 0
                     else engine.submit(text, timeout_s=left, lane=lane)
                 )
         except BaseException:

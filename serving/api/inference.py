@@ -11,6 +11,7 @@ words the error), and answers are serialised once.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from typing import Any
@@ -47,7 +48,10 @@ _TIMEOUT_HEADER = re.compile(TIMEOUT_HEADER_PATTERN)
 ESCAPED_BYTES_PER_CHAR = 12  # the most JSON may spend on one character: a surrogate pair, \ud83d\ude00
 BATCH_ESCAPED_BYTES_PER_CHAR = 6  # a batch's bound: every text at the limit in \uXXXX escapes
 FIELDS_BYTES = 4096  # room for the rest of an item: model names, timeout_ms, spaces
-REFUSAL_PAUSE_MAX_S = 0.25  # a 429 is sent after min(its advice, this): see `_paced`
+# A /predict that finds its model's queue full waits this long in line for room before its 429:
+# the queue is full again whenever the model takes a batch, and a client that ignores Retry-After
+# and retries at once costs one refusal per wait, not one per try. The wait holds only a future.
+ROOM_WAIT_S = 0.25
 
 _PREDICT_BODY = {
     "requestBody": {
@@ -134,21 +138,6 @@ def _predictions(results: dict[str, Any], asked: dict[str, str]) -> dict[str, An
     return {used: answers[served] for used, served in asked.items()}
 
 
-async def _paced(exc: errors.QueueFull) -> errors.QueueFull:
-    """The refusal, sent after part of the wait it advises (at most REFUSAL_PAUSE_MAX_S); the advice
-    left is what the answer carries.
-
-    A client that ignores Retry-After and retries at once is thereby slowed to one try per pause: a
-    storm of 128 such clients costs a few hundred refusals a second, not thousands, and the model
-    keeps the CPU. The pause holds only a timer and the idle connection.
-    """
-    pause = min(exc.retry_after_s, REFUSAL_PAUSE_MAX_S)
-    await asyncio.sleep(pause)
-    left = exc.retry_after_s - pause
-    extra = {**exc.extra, "retry_after_ms": round(left * 1000.0, 1)}
-    return errors.QueueFull(exc.message, retry_after_s=left, **extra)
-
-
 async def answer_predict(
     backend: Backend, raw: bytes, endpoint: str, timeout_ms: float | None = None
 ) -> bytes:
@@ -161,10 +150,10 @@ async def answer_predict(
         asked = backend.catalog.requested(models, trained_only=ENDPOINTS[endpoint])
         names = list(dict.fromkeys(asked.values()))
         timeout_s = _seconds_left(started, timeout_ms, own_timeout_ms)
-        results = await backend.predict(text, names, timeout_s=timeout_s)
-    except errors.QueueFull as exc:
+        results = await backend.predict(text, names, wait_for_room=ROOM_WAIT_S, timeout_s=timeout_s)
+    except errors.QueueFull:
         backend.record(endpoint, {name: "rejected" for name in names}, time.perf_counter() - started)
-        raise await _paced(exc) from None
+        raise
     except errors.CarpoolError as exc:
         outcome = _outcome(exc)
         backend.record(endpoint, {name: outcome for name in names or ["-"]}, time.perf_counter() - started)
@@ -204,7 +193,9 @@ async def answer_batch(backend: Backend, raw: bytes, timeout_ms: float | None = 
             names = list(dict.fromkeys(asked.values()))
             item_started = time.perf_counter()
             timeout_s = _seconds_left(started, timeout_ms, own_timeout_ms)
-            results = await backend.predict(text, names, wait_for_room=True, timeout_s=timeout_s, bulk=True)
+            results = await backend.predict(
+                text, names, wait_for_room=math.inf, timeout_s=timeout_s, bulk=True
+            )
         except errors.CarpoolError as exc:
             error: dict[str, Any] = {"status": errors.status_for(exc), **exc.body()}
             return {"index": index, "ok": False, "error": error}

@@ -126,9 +126,11 @@ async def _read(request: Request, backend: Backend) -> bytes:
 async def _predict(backend: Backend, name: str, texts: Sequence[str]) -> list[Prediction]:
     """Every row through the model's engine at once, so they batch; the first failure fails all."""
     if len(texts) == 1:
-        results = [await backend.predict(texts[0], [name])]
+        results = [await backend.predict(texts[0], [name], wait_for_room=inference.ROOM_WAIT_S)]
     else:
-        tasks = [asyncio.ensure_future(backend.predict(text, [name], wait_for_room=True)) for text in texts]
+        tasks = [
+            asyncio.ensure_future(backend.predict(text, [name], wait_for_room=math.inf)) for text in texts
+        ]
         try:
             results = await asyncio.gather(*tasks)
         except BaseException:

@@ -44,7 +44,9 @@ import contextlib
 import enum
 import functools
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -109,7 +111,8 @@ class BatchEngine:
         self._device_load = device_load  # callable returning GPU utilisation 0..1, or None
         self._queue: list[Pending] = []
         self._wake = asyncio.Event()
-        self._room = asyncio.Event()  # set whenever a batch leaves the queue
+        # callers of `put` waiting for room in a full queue, first come first in: (waiter, lane)
+        self._waiting_room: deque[tuple[asyncio.Future[None], int]] = deque()
         # The model thread. A pod's engines share one (see `ModelPool`): torch must be called from
         # a single thread per process, or each calling thread gets an OpenMP team of its own and
         # the teams slow every forward pass, for good, by a third. Without one, the engine owns one.
@@ -199,7 +202,7 @@ class BatchEngine:
         if self.state is EngineState.READY:
             self.state = EngineState.DRAINING
         self._wake.set()
-        self._room.set()
+        self._room_made(everyone=True)
         if self._task is not None:
             await self._task
         for executor in self._owned:
@@ -227,6 +230,7 @@ class BatchEngine:
         self._policy = policies.for_config(config)
         self._choice = None
         self._wake.set()
+        self._room_made()  # a larger max_queue_size is room too
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -256,15 +260,15 @@ class BatchEngine:
         size = self.config.max_queue_size
         return size - size // 4
 
-    def _admit(self, lane: int = INTERACTIVE) -> None:
-        """Raise 503 unless ready, 429 when the queue is full (for bulk: at `bulk_limit()`)."""
+    def _admit(self, lane: int = INTERACTIVE, *, in_line: bool = True) -> None:
+        """Raise 503 unless ready, 429 when the queue is full (for bulk: at `bulk_limit()`) or, with
+        `in_line`, when callers already wait for room that this request would take."""
         if self.state is not EngineState.READY or self._loop is None:
             raise errors.ModelNotReady(
                 f"model {self.name!r} is {self.state.value}" + (f": {self.error}" if self.error else ""),
                 model=self.name,
             )
-        limit = self.config.max_queue_size if lane == INTERACTIVE else self.bulk_limit()
-        if len(self._queue) >= limit:
+        if self._full(lane) or (in_line and self._someone_waiting(lane)):
             self.stats.on_overflow(time.perf_counter())
             retry_after = self.retry_after_s()
             raise errors.QueueFull(
@@ -274,6 +278,21 @@ class BatchEngine:
                 model=self.name,
                 retry_after_ms=round(retry_after * 1000.0, 1),
             )
+
+    def has_room(self, lane: int = INTERACTIVE) -> bool:
+        """A request in `lane` would be queued now: the queue has a place, and nobody waits for it."""
+        return not self._full(lane) and not self._someone_waiting(lane)
+
+    def _full(self, lane: int) -> bool:
+        limit = self.config.max_queue_size if lane == INTERACTIVE else self.bulk_limit()
+        return len(self._queue) >= limit
+
+    def _someone_waiting(self, lane: int) -> bool:
+        """A caller waits for room ahead of a request in `lane` (bulk yields to every lane)."""
+        waiting = self._waiting_room
+        while waiting and waiting[0][0].done():  # gave up: out of line
+            waiting.popleft()
+        return any(not waiter.done() and (lane == BULK or other == lane) for waiter, other in waiting)
 
     def _enqueue(self, item: Encoded, timeout_s: float | None, lane: int) -> asyncio.Future[Prediction]:
         loop = self._loop
@@ -300,7 +319,7 @@ class BatchEngine:
         except ValueError:  # already on the model thread: it is answered
             return
         self.stats.expired += 1
-        self._room.set()
+        self._room_made()
         waited_ms = round((time.perf_counter() - pending.measured_at) * 1000.0, 1)
         pending.future.set_exception(
             errors.DeadlineExceeded(
@@ -313,36 +332,79 @@ class BatchEngine:
         )
 
     async def put(
-        self, text: str, *, timeout_s: float | None = None, lane: int = BULK
+        self,
+        item: str | Encoded,
+        *,
+        timeout_s: float | None = None,
+        lane: int = BULK,
+        room_s: float = math.inf,
     ) -> asyncio.Future[Prediction]:
-        """Like `submit`, but waits for room in a full queue instead of raising QueueFull.
+        """Like `submit` (`item` a text, or a text already tokenized by this model's encoder), but
+        waits up to `room_s` for room in a full queue, then raises QueueFull as `submit` does.
+        Waiters get room first come, first in, as batches leave; a request that finds others
+        waiting waits behind them.
 
-        For /predict/batch: a list longer than the free room is queued as room appears (its items
-        are BULK: they wait while the queue holds `bulk_limit()`). The deadline counts from now.
+        For /predict/batch (`room_s` unbounded): a list longer than the free room is queued as room
+        appears (its items are BULK: they wait while the queue holds `bulk_limit()`). For /predict:
+        a request that finds the queue full waits a moment for the next batch to leave rather than
+        being refused at once, so the queue is full again whenever the model takes a batch. The
+        deadline counts from now; past it, 504.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
-        limit = self.bulk_limit() if lane == BULK else self.config.max_queue_size
-        while self.state is EngineState.READY and len(self._queue) >= limit:
-            self._room.clear()
-            if timeout_s is None:
-                await self._room.wait()
+        in_line = False  # woken once: its place is ready, no longer behind the others
+        while self.state is EngineState.READY and (
+            self._full(lane) or (not in_line and self._someone_waiting(lane))
+        ):
+            waited = loop.time() - started
+            left, deadline_first = room_s - waited, False
+            if timeout_s is not None and timeout_s - waited <= left:
+                left, deadline_first = timeout_s - waited, True
+            waiter = loop.create_future()
+            if in_line:  # woken, but the place went to another: first in line again
+                self._waiting_room.appendleft((waiter, lane))
             else:
-                left = started + timeout_s - loop.time()
-                try:
-                    await asyncio.wait_for(self._room.wait(), max(left, 0.0))
-                except TimeoutError:
-                    self.stats.expired += 1
-                    raise errors.DeadlineExceeded(
-                        f"the request waited {timeout_s * 1000.0:g} ms for room in model {self.name!r}'s "
-                        "full queue, its whole deadline; it never reached the model",
-                        model=self.name,
-                        waited_ms=round((loop.time() - started) * 1000.0, 1),
-                        timeout_ms=round(timeout_s * 1000.0, 1),
-                    ) from None
-            limit = self.bulk_limit() if lane == BULK else self.config.max_queue_size
+                self._waiting_room.append((waiter, lane))
+            in_line = True
+            try:
+                await asyncio.wait_for(waiter, max(left, 0.0))
+            except TimeoutError:
+                if timeout_s is None or not deadline_first:
+                    self._admit(lane, in_line=False)  # still full: QueueFull, counted and advised
+                    break  # a place came at the last moment
+                self.stats.expired += 1
+                raise errors.DeadlineExceeded(
+                    f"the request waited {timeout_s * 1000.0:g} ms for room in model {self.name!r}'s "
+                    "full queue, its whole deadline; it never reached the model",
+                    model=self.name,
+                    waited_ms=round((loop.time() - started) * 1000.0, 1),
+                    timeout_ms=round(timeout_s * 1000.0, 1),
+                ) from None
+        self._admit(lane, in_line=not in_line)
         left_s = None if timeout_s is None else max(started + timeout_s - loop.time(), 0.0)
-        return self.submit(text, timeout_s=left_s, lane=lane)
+        encoded = self.model.encode(item) if isinstance(item, str) else item
+        return self._enqueue(encoded, left_s, lane)
+
+    def _room_made(self, *, everyone: bool = False) -> None:
+        """Wake the first waiters for room, as many as each lane has free places (all of them when
+        the engine stops, so they see why). A waiter that finds its place taken waits again."""
+        waiting = self._waiting_room
+        if not waiting:
+            return
+        queued = len(self._queue)
+        free = {INTERACTIVE: self.config.max_queue_size - queued, BULK: self.bulk_limit() - queued}
+        kept: deque[tuple[asyncio.Future[None], int]] = deque()
+        while waiting:
+            waiter, lane = waiting.popleft()
+            if waiter.done():
+                continue
+            if everyone or free[lane] > 0:
+                waiter.set_result(None)
+                free[INTERACTIVE] -= 1
+                free[BULK] -= 1
+            else:
+                kept.append((waiter, lane))
+        self._waiting_room = kept
 
     def retry_after_s(self) -> float:
         """When a refused request may expect room: the queue ahead of it at the measured drain rate
@@ -402,7 +464,7 @@ class BatchEngine:
                 if not pending.future.done():
                     pending.future.set_exception(failure)
             self._queue = []
-            self._room.set()  # callers waiting in `put` for room see the failure too
+            self._room_made(everyone=True)  # callers waiting in `put` for room see the failure too
 
     async def _consume_forever(self) -> None:
         assert self._loop is not None
@@ -448,7 +510,7 @@ class BatchEngine:
             chosen = set(pick.take)
             batch = [queue[i] for i in pick.take]
             self._queue = [p for i, p in enumerate(queue) if i not in chosen]
-            self._room.set()
+            self._room_made()
             for pending in batch:
                 if pending.expiry is not None:  # on its way to the model: answered, whatever the time
                     pending.expiry.cancel()

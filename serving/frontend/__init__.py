@@ -29,12 +29,13 @@ class Backend(Protocol):
         text: str,
         names: Sequence[str],
         *,
-        wait_for_room: bool = False,
+        wait_for_room: float = 0.0,
         timeout_s: float | None = None,
         bulk: bool = False,
     ) -> dict[str, tuple[Prediction, float]]:
-        """One prediction per model and its latency in seconds (see `ModelPool.predict`): 504 past
-        `timeout_s` before the model; `bulk` puts it in the bulk lane."""
+        """One prediction per model and its latency in seconds (see `ModelPool.predict`): 429 when
+        a queue stays full `wait_for_room` seconds (0: at once); 504 past `timeout_s` before the
+        model; `bulk` puts it in the bulk lane."""
         ...
 
     def record(self, endpoint: str, outcomes: Mapping[str, str], seconds: float) -> None:

@@ -138,21 +138,47 @@ class _Link(asyncio.Protocol):
         rid: int,
         text: str,
         names: tuple[str, ...],
-        wait_for_room: bool,
+        wait_for_room: float,
         ids: list[int] | None,
         timeout_s: float | None = None,
         bulk: bool = False,
     ) -> None:
-        if len(names) == 1 and not wait_for_room:
+        if len(names) == 1:
+            started = time.perf_counter()
+            pool = self.hub.pool
+            if wait_for_room > 0 and names[0] in pool.served and not pool.has_room(names[0], bulk=bulk):
+                self.hub.spawn(
+                    self._predict_in_line(rid, names[0], text, ids, wait_for_room, timeout_s, bulk)
+                )
+                return  # waits in line for room, off this call
             try:
-                future = self.hub.pool.submit(names[0], text, ids, timeout_s=timeout_s, bulk=bulk)
+                future = pool.submit(names[0], text, ids, timeout_s=timeout_s, bulk=bulk)
             except errors.CarpoolError as exc:
                 self.outbox.put((wire.FAILED, rid, wire.error_to_wire(exc)))
                 return
-            started = time.perf_counter()
             future.add_done_callback(lambda done: self._answer_one(rid, names[0], started, done))
         else:
             self.hub.spawn(self._predict_many(rid, text, names, wait_for_room, timeout_s, bulk))
+
+    async def _predict_in_line(
+        self,
+        rid: int,
+        name: str,
+        text: str,
+        ids: list[int] | None,
+        wait_for_room: float,
+        timeout_s: float | None,
+        bulk: bool,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            future = await self.hub.pool.put(
+                name, text, ids, room_s=wait_for_room, timeout_s=timeout_s, bulk=bulk
+            )
+        except Exception as exc:
+            self.outbox.put((wire.FAILED, rid, wire.error_to_wire(_as_carpool_error(exc))))
+            return
+        future.add_done_callback(lambda done: self._answer_one(rid, name, started, done))
 
     def _answer_one(self, rid: int, name: str, started: float, future: asyncio.Future[Prediction]) -> None:
         if future.cancelled():
@@ -172,7 +198,7 @@ class _Link(asyncio.Protocol):
         rid: int,
         text: str,
         names: tuple[str, ...],
-        wait_for_room: bool,
+        wait_for_room: float,
         timeout_s: float | None,
         bulk: bool,
     ) -> None:

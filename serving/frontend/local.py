@@ -23,7 +23,7 @@ class LocalBackend:
         text: str,
         names: Sequence[str],
         *,
-        wait_for_room: bool = False,
+        wait_for_room: float = 0.0,
         timeout_s: float | None = None,
         bulk: bool = False,
     ) -> dict[str, tuple[Prediction, float]]:

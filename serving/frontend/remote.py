@@ -21,13 +21,7 @@ from serving.frontend import wire
 from serving.models.base import Prediction
 from serving.settings import ServerSettings
 
-__all__ = ["FULL_HOLD_S", "RemotePool", "handshake"]
-
-# After the model process answers "queue full" for a model, this worker refuses that model's
-# requests itself for up to FULL_HOLD_S, or until one of its requests to that model is answered
-# (a batch left: there is room). A storm of clients that ignore Retry-After then costs the model
-# process about one refusal per worker per batch, not one per request, and the model keeps the CPU.
-FULL_HOLD_S = 0.02
+__all__ = ["RemotePool", "handshake"]
 
 
 def handshake(sock: socket.socket) -> dict[str, Any]:
@@ -52,7 +46,6 @@ class RemotePool(asyncio.Protocol):
         self._reader = wire.FrameReader(self._deliver)
         self._lost = False
         self._encoders: dict[str, Any] = {}  # name -> the model's TextEncoder, once loaded
-        self._full: dict[str, tuple[float, errors.QueueFull]] = {}  # model -> (until, its refusal)
 
     async def connect(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -79,28 +72,12 @@ class RemotePool(asyncio.Protocol):
         if self.on_lost is not None:
             self.on_lost()
 
-    def _refuse_if_full(self, names: Sequence[str]) -> None:
-        """Refuse here, without crossing to the model process, a request for a model whose queue
-        answered full within FULL_HOLD_S and has not finished a request of ours since."""
-        now = asyncio.get_running_loop().time()
-        for name in names:
-            held = self._full.get(name)
-            if held is not None:
-                if now < held[0]:
-                    exc = held[1]
-                    raise errors.QueueFull(exc.message, retry_after_s=exc.retry_after_s, **exc.extra)
-                del self._full[name]
-
     def _deliver(self, messages: list[Any]) -> None:
         waiting = self._waiting
-        full = self._full
         for kind, rid, value in messages:
             if kind == wire.ENCODERS:
                 self._encoders = value
                 continue
-            if full and kind == wire.RESULT:
-                for name in value:  # a batch of that model left: there is room again
-                    full.pop(name, None)
             future = waiting.pop(rid, None)
             if future is None or future.done():
                 continue
@@ -125,25 +102,17 @@ class RemotePool(asyncio.Protocol):
         text: str,
         names: Sequence[str],
         *,
-        wait_for_room: bool = False,
+        wait_for_room: float = 0.0,
         timeout_s: float | None = None,
         bulk: bool = False,
     ) -> dict[str, tuple[Prediction, float]]:
         self.catalog.check_text(text)
-        if not wait_for_room and self._full:
-            self._refuse_if_full(names)
         ids = None
-        if len(names) == 1 and not wait_for_room:
+        if len(names) == 1:
             encoder = self._encoders.get(names[0])
             if encoder is not None:
                 ids = encoder.encode(text).ids  # tokenized here, on this worker's core
-        try:
-            payload = await self._ask(wire.PREDICT, text, tuple(names), wait_for_room, ids, timeout_s, bulk)
-        except errors.QueueFull as exc:
-            model = exc.extra.get("model")
-            if model is not None:
-                self._full[model] = (asyncio.get_running_loop().time() + FULL_HOLD_S, exc)
-            raise
+        payload = await self._ask(wire.PREDICT, text, tuple(names), wait_for_room, ids, timeout_s, bulk)
         return {
             name: (Prediction(label, score, probabilities), seconds)
             for name, (label, score, probabilities, seconds) in payload.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -120,7 +121,7 @@ async def test_waiting_for_room_queues_a_request_a_full_queue_would_refuse(make_
     first = pool.submit("gated", "first")
     await until_running(gated)
     second = pool.submit("gated", "second")
-    later = asyncio.ensure_future(pool.predict("later", ["gated"], wait_for_room=True))
+    later = asyncio.ensure_future(pool.predict("later", ["gated"], wait_for_room=math.inf))
     await asyncio.sleep(0.02)
     assert not later.done()
     gated.gate.set()

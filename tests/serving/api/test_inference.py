@@ -231,6 +231,31 @@ async def test_a_full_queue_answers_429_with_retry_after() -> None:
     assert pool.served["other"].engine.stats.completed == 0  # its share of the rejected request never ran
 
 
+async def test_a_predict_that_finds_the_queue_full_gets_in_when_a_batch_leaves_within_its_wait() -> None:
+    model = GatedModel()
+    config = BatchingConfig.model_validate({"strategy": "single_request", "max_queue_size": 1})
+    pool = ModelPool.from_models([model], config, metrics=Metrics())
+    await pool.start_loading()
+    app = app_module.create_app(tiny_settings(Path("/unused")), pool)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pod") as client:
+        first = asyncio.ensure_future(client.post("/predict", json={"text": "first", "models": ["gated"]}))
+        await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
+        queued = asyncio.ensure_future(client.post("/predict", json={"text": "queued", "models": ["gated"]}))
+        for _ in range(1000):  # the request passes through the ASGI app before queueing
+            if pool.served["gated"].engine.queue_size == 1:
+                break
+            await asyncio.sleep(0.001)
+        late = asyncio.ensure_future(client.post("/predict", json={"text": "late", "models": ["gated"]}))
+        await asyncio.sleep(inference.ROOM_WAIT_S / 5)
+        assert not late.done()  # in line for room, not refused
+        model.gate.set()  # the model finishes "first"; "queued" leaves the queue: room for "late"
+        answered = await asyncio.gather(first, queued, late)
+    await pool.drain()
+    assert [r.status_code for r in answered] == [200, 200, 200]
+    assert answered[2].json()["predictions"]["gated"]["label"] == "late"
+    assert pool.served["gated"].engine.stats.overflow == 0
+
+
 async def test_a_batch_longer_than_the_queue_is_served_whole(served: Served) -> None:
     previous = served.pool.config.model_dump()
     served.pool.configure({"max_queue_size": 4, "strategy": "batch_optimized", "max_batch_size": 4})

@@ -10,7 +10,7 @@ import pytest
 
 from serving import errors
 from serving.batching.engine import BatchEngine, EngineState
-from serving.batching.pending import BULK
+from serving.batching.pending import BULK, INTERACTIVE
 from serving.models.fake import EchoModel
 from serving.settings import BatchingConfig
 from tests.support.models import BrokenModel, GatedModel, ShortModel, until_running
@@ -458,6 +458,51 @@ async def test_bulk_waiting_for_room_past_its_deadline_is_answered_504(make_engi
     model.gate.set()
     await asyncio.gather(running, *queued)
     assert engine.stats.expired == 1
+
+
+async def test_waiters_for_room_get_in_first_come_first_in_and_newcomers_wait_behind(
+    make_engine: EngineFactory,
+) -> None:
+    """/predict's wait in line: as batches leave a full queue, the first waiters take the places,
+    and a request that finds others waiting (room or not) waits behind them: nobody jumps the line."""
+    model = GatedModel()
+    engine = await make_engine(model, strategy="single_request", max_queue_size=1)
+    order: list[str] = []
+    running = engine.submit("running")
+    await until_running(model)
+    queued = engine.submit("queued")
+    waiting = []
+    for name in ("w1", "w2", "w3"):
+        waiting.append(asyncio.ensure_future(engine.put(name, lane=INTERACTIVE, room_s=10.0)))
+        await asyncio.sleep(0.01)
+    assert not engine.has_room() and not any(w.done() for w in waiting)
+    with pytest.raises(errors.QueueFull):  # no waiting allowed: refused, the line stays as it is
+        engine.submit("impatient")
+    for future in (running, queued):
+        future.add_done_callback(lambda f: order.append(f.result().label))
+    model.gate.set()
+    for waiter in waiting:
+        (await waiter).add_done_callback(lambda f: order.append(f.result().label))
+    await asyncio.wait_for(asyncio.gather(running, queued, *(w.result() for w in waiting)), 5)
+    assert order == ["running", "queued", "w1", "w2", "w3"]
+    assert engine.stats.overflow == 1  # the impatient one only
+
+
+async def test_a_wait_for_room_that_finds_none_is_refused_429_with_advice(make_engine: EngineFactory) -> None:
+    model = GatedModel()
+    engine = await make_engine(model, strategy="single_request", max_queue_size=1)
+    running = engine.submit("running")
+    await until_running(model)
+    queued = engine.submit("queued")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(errors.QueueFull, match="1 requests waiting") as refused:
+        await engine.put("late", lane=INTERACTIVE, room_s=0.05)
+    assert loop.time() - started >= 0.045  # it waited its time in line first
+    assert refused.value.retry_after_s > 0 and engine.stats.overflow == 1
+    assert not engine._someone_waiting(INTERACTIVE)  # out of line once refused
+    model.gate.set()
+    await asyncio.gather(running, queued)
 
 
 async def test_retry_after_follows_the_measured_drain_rate(make_engine: EngineFactory) -> None:

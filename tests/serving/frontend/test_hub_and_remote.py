@@ -4,6 +4,7 @@ real Unix socket pairs, with EchoModel (which labels each text with the text its
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import pytest
 from serving import errors, reports
 from serving.frontend import wire
 from serving.frontend.hub import Hub
-from serving.frontend.remote import FULL_HOLD_S, RemotePool, handshake
+from serving.frontend.remote import RemotePool, handshake
 from serving.metrics import Metrics
 from serving.models.fake import EchoModel
 from serving.pool import ModelPool
@@ -169,7 +170,9 @@ async def test_a_deadline_and_a_lane_cross_to_the_model_process(pod: Pod) -> Non
         assert expired.value.extra["timeout_ms"] == 50 and expired.value.extra["waited_ms"] >= 50
         with pytest.raises(errors.DeadlineExceeded):  # fanned out to two models, through a task
             await pod.workers[1].predict("late too", ["echo", "other"], timeout_s=0.05)
-        held = asyncio.ensure_future(pod.workers[2].predict("bulk", ["echo"], wait_for_room=True, bulk=True))
+        held = asyncio.ensure_future(
+            pod.workers[2].predict("bulk", ["echo"], wait_for_room=math.inf, bulk=True)
+        )
         await asyncio.sleep(0.05)
         assert engine.describe()["queue"]["bulk"] == 1
     finally:
@@ -178,21 +181,20 @@ async def test_a_deadline_and_a_lane_cross_to_the_model_process(pod: Pod) -> Non
     assert engine.stats.expired == 2
 
 
-async def test_a_worker_refuses_a_full_model_itself_until_room_appears(pod: Pod) -> None:
+async def test_a_request_to_a_full_model_waits_in_line_in_the_model_process(pod: Pod) -> None:
+    """What /predict does: a full queue is waited on (in the model process, which frees the places)
+    for up to `wait_for_room`; room within it is a prediction, none a 429 with its advice."""
     await pod.workers[0].configure({"max_queue_size": 1, "max_wait_time_ms": 60_000, "min_batch_size": 2})
     engine = pod.pool.served["echo"].engine
     first = asyncio.ensure_future(pod.workers[0].predict("one", ["echo"]))
     await asyncio.sleep(0.05)
-    worker = pod.workers[1]
-    for _ in range(50):
-        with pytest.raises(errors.QueueFull):
-            await worker.predict("storm", ["echo"])
-    assert engine.stats.overflow == 1  # one refusal crossed; the worker answered the other 49
-    await asyncio.sleep(FULL_HOLD_S)
-    with pytest.raises(errors.QueueFull):  # the hold is over: it asks the model process again
-        await worker.predict("storm", ["echo"])
-    assert engine.stats.overflow == 2
+    with pytest.raises(errors.QueueFull) as refused:
+        await pod.workers[1].predict("gave up", ["echo"], wait_for_room=0.05)
+    assert refused.value.retry_after_s > 0 and engine.stats.overflow == 1
+    in_line = asyncio.ensure_future(pod.workers[1].predict("in line", ["echo"], wait_for_room=10.0))
+    await asyncio.sleep(0.05)
+    assert not in_line.done() and engine.queue_size == 1
     await pod.workers[2].configure({"max_queue_size": 8, "max_wait_time_ms": 1, "min_batch_size": 1})
     assert (await first)["echo"][0].label == "one"
-    await asyncio.sleep(FULL_HOLD_S)  # the other worker's answer does not reach this one: the hold ends it
-    assert (await worker.predict("room again", ["echo"]))["echo"][0].label == "room again"
+    assert (await asyncio.wait_for(in_line, 5))["echo"][0].label == "in line"
+    assert engine.stats.overflow == 1
