@@ -290,34 +290,51 @@ def run_overload(
     say: Callable[[str], None],
     rounds: int = 1,
 ) -> dict[str, Any]:
-    """The storm on a queue of 8 and on a queue of 256, in `rounds` rounds (every other round in the
-    other order, so drift favours neither), and the polite run on a queue of 8 once. The ratio of
-    goodputs is taken round by round: the median, with the lowest and highest round."""
-    runs: dict[str, Any] = {"rounds": rounds, "storm_queue_8": [], "storm_queue_256": []}
-    pair = [("storm_queue_8", 8), ("storm_queue_256", 256)]
-    ratios: list[float] = []
+    """The storm on a queue of 8 and on a queue of 256, and 8 calm clients on the queue of 8, in
+    `rounds` rounds (every other round in the other order, so drift favours neither); the polite
+    run on a queue of 8 once. Ratios are taken round by round: the median, with the lowest and
+    highest round. The calm run splits the storm's gap in two: 8 clients cannot overfill a queue of
+    8, so the calm goodput is that queue's without a single refusal; storm / calm is what the
+    refusals cost, calm / queue of 256 what the small queue costs (fewer texts to batch from)."""
+    runs: dict[str, Any] = {"rounds": rounds, "storm_queue_8": [], "storm_queue_256": [], "calm_queue_8": []}
+    plan = [("storm_queue_8", 8, clients), ("calm_queue_8", 8, 8), ("storm_queue_256", 256, clients)]
+    ratios: dict[str, list[float]] = {
+        "goodput_ratio_8_vs_256": [],
+        "storm_vs_calm_8": [],
+        "calm_8_vs_256": [],
+    }
     for number in range(1, rounds + 1):
         goodputs = {}
-        for name, queue in pair if number % 2 else reversed(pair):
-            runs[name].append(
-                _storm_run(url, admin, corpus, model, queue, False, clients, duration_s, warmup_s)
-            )
-            goodputs[name] = runs[name][-1]["goodput_rps"]
-            say(f"{name}, round {number}/{rounds}: {json.dumps(runs[name][-1])}")
-        if goodputs["storm_queue_256"]:
-            ratios.append(goodputs["storm_queue_8"] / goodputs["storm_queue_256"])
+        for name, queue, count in plan if number % 2 else reversed(plan):
+            run = _storm_run(url, admin, corpus, model, queue, False, count, duration_s, warmup_s)
+            runs[name].append(run)
+            goodputs[name] = run["goodput_rps"]
+            say(f"{name}, round {number}/{rounds}: {json.dumps(run)}")
+        for key, (over, under) in {
+            "goodput_ratio_8_vs_256": ("storm_queue_8", "storm_queue_256"),
+            "storm_vs_calm_8": ("storm_queue_8", "calm_queue_8"),
+            "calm_8_vs_256": ("calm_queue_8", "storm_queue_256"),
+        }.items():
+            if goodputs[under]:
+                ratios[key].append(goodputs[over] / goodputs[under])
         if number == 1:
             runs["polite_queue_8"] = _storm_run(
                 url, admin, corpus, model, 8, True, clients, duration_s, warmup_s
             )
             say(f"polite_queue_8: {json.dumps(runs['polite_queue_8'])}")
-    runs["goodput_ratio_8_vs_256"] = round(statistics.median(ratios), 4) if ratios else None
-    runs["goodput_ratio_spread"] = [round(min(ratios), 4), round(max(ratios), 4)] if ratios else None
+    for key, values in ratios.items():
+        runs[key] = round(statistics.median(values), 4) if values else None
+        runs[f"{key}_spread"] = [round(min(values), 4), round(max(values), 4)] if values else None
     say(
         f"goodput with a queue of 8 / with a queue of 256, {clients} clients ignoring Retry-After: "
-        f"{runs['goodput_ratio_8_vs_256']} (median of {len(ratios)} rounds, "
-        f"{runs['goodput_ratio_spread']} lowest-highest); requests per forward pass "
+        f"{runs['goodput_ratio_8_vs_256']} (median of {rounds} rounds, "
+        f"{runs['goodput_ratio_8_vs_256_spread']} lowest-highest); requests per forward pass "
         f"{_batch_sizes(runs['storm_queue_8'])} against {_batch_sizes(runs['storm_queue_256'])}"
+    )
+    say(
+        f"  of which the refusals: storm / 8 calm clients on the queue of 8 {runs['storm_vs_calm_8']} "
+        f"{runs['storm_vs_calm_8_spread']}; the queue's size: calm on 8 / storm on 256 "
+        f"{runs['calm_8_vs_256']} {runs['calm_8_vs_256_spread']}"
     )
     return runs
 
