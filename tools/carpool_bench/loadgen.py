@@ -290,13 +290,16 @@ async def alternate(
     *,
     duration_s: float,
     timeout_s: float = 30.0,
+    block: int = 20,
 ) -> tuple[LoadResult, list[float]]:
-    """One user alternating a served request with `other(i)`, a call in this process on the same
-    request's index (the raw model on the same text), for `duration_s`: the served latencies and
-    the calls' times, pair by pair. Each pair runs within milliseconds, so drift moves both alike;
-    nothing else runs meanwhile, so neither competes with the other."""
-    if duration_s <= 0:
-        raise ValueError(f"need duration > 0, got {duration_s}")
+    """One user alternating blocks: `block` served requests one after the other, then `other(i)`,
+    a call in this process, on the same requests' indices (the raw model on the same texts), until
+    `duration_s` has passed: the served latencies and the calls' times. A block lasts well under a
+    second, so drift moves both sides alike; nothing else runs meanwhile, so neither competes with
+    the other, and only a block's first call can meet what the other side left running (a
+    spinning thread pool), not every one."""
+    if duration_s <= 0 or block < 1:
+        raise ValueError(f"need duration > 0 and block >= 1, got {duration_s} and {block}")
     if not requests:
         raise ValueError("need at least one request to send")
     result = LoadResult(concurrency=1, window_s=duration_s)
@@ -306,33 +309,37 @@ async def alternate(
     index = 0
     try:
         while time.perf_counter() < end:
-            if connection is None or connection.closed:
+            answered: list[int] = []
+            for position in range(index, index + block):
+                if connection is None or connection.closed:
+                    try:
+                        connection = await _connect(target)
+                    except OSError as exc:
+                        result._error(f"connect: {exc}")
+                        await asyncio.sleep(0.05)
+                        continue
+                sent = time.perf_counter()
                 try:
-                    connection = await _connect(target)
-                except OSError as exc:
-                    result._error(f"connect: {exc}")
-                    await asyncio.sleep(0.05)
+                    async with asyncio.timeout(timeout_s):
+                        status, keep_alive = await connection.request(requests[position % len(requests)])
+                except (OSError, TimeoutError, _ResponseError) as exc:
+                    result._error(f"{type(exc).__name__}: {exc}")
+                    connection.close()
+                    connection = None
                     continue
-            sent = time.perf_counter()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    status, keep_alive = await connection.request(requests[index % len(requests)])
-            except (OSError, TimeoutError, _ResponseError) as exc:
-                result._error(f"{type(exc).__name__}: {exc}")
-                connection.close()
-                connection = None
-                continue
-            served = time.perf_counter() - sent
-            result.statuses[status] += 1
-            if not keep_alive:
-                connection.close()
-                connection = None
-            if 200 <= status < 300:
+                served = time.perf_counter() - sent
+                result.statuses[status] += 1
+                if not keep_alive:
+                    connection.close()
+                    connection = None
+                if 200 <= status < 300:
+                    result.latencies_s.append(served)
+                    answered.append(position)
+            for position in answered:
                 started = time.perf_counter()
-                other(index)
+                other(position)
                 others.append(time.perf_counter() - started)
-                result.latencies_s.append(served)
-            index += 1
+            index += block
     finally:
         if connection is not None:
             connection.close()

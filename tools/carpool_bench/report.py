@@ -101,14 +101,14 @@ class Cell:
     other_load: float | None = None  # share of the machine other processes used meanwhile
     round: int = 1
     at_s: float = 0.0
-    # concurrency 1 only: served requests alternated one for one with the raw batch-1 call on the
-    # same text (see runner): the p50 of each side, measured within the same seconds
+    # concurrency 1 only: blocks of served requests alternated with blocks of the raw batch-1 call
+    # on the same texts (see runner): the p50 of each side, measured within the same seconds
     paired_p50_ms: float | None = None
     paired_raw_p50_ms: float | None = None
 
     @property
     def paired_gap_ms(self) -> float | None:
-        """Served p50 minus raw batch-1 p50, from the alternated pairs."""
+        """Served p50 minus raw batch-1 p50, from the alternated blocks."""
         if self.paired_p50_ms is None or self.paired_raw_p50_ms is None:
             return None
         return self.paired_p50_ms - self.paired_raw_p50_ms
@@ -254,7 +254,7 @@ def _round_readings(cells: Sequence[Cell], refs_at: RefsAt, top: int, low: int) 
             found.append((f"{strategy} c={top} p99 / p50", cell.tail_ratio, "x", Goal("<=", 1.6)))
     adaptive_low = _find(cells, "adaptive", low)
     if adaptive_low is not None:
-        # The goal reads the alternated pairs when the cell has them: the bracketing references
+        # The goal reads the alternated blocks when the cell has them: the bracketing references
         # lie seconds away, and at concurrency 1 the drift between them is as large as the gap.
         gap = adaptive_low.p50_ms - refs_at(adaptive_low).single.p50_ms
         paired = adaptive_low.paired_gap_ms

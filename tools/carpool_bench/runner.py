@@ -131,8 +131,9 @@ def _run_cell(
 def _pairs(
     settings: CellSettings, target: loadgen.Target, raw: reference.RawModel, load: loadgen.LoadResult
 ) -> tuple[float, float] | None:
-    """A concurrency-1 cell's second part: for another `duration_s`, each served request followed
-    by the raw batch-1 call on the same text, in this process; (served p50, raw p50) in ms. Its
+    """A concurrency-1 cell's second part: for another `duration_s`, blocks of served requests, each
+    followed by the raw batch-1 call on the same texts in this process (`loadgen.alternate`);
+    (served p50, raw p50) in ms. Its
     statuses and errors join the cell's, so a failure here counts like one in the cell."""
     served, others = loadgen.run_blocking(
         loadgen.alternate(

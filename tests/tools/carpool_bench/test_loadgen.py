@@ -189,14 +189,15 @@ async def test_alternate_pairs_each_served_request_with_a_local_call_on_the_same
 
     def local(index: int) -> None:
         called.append(texts[index % len(texts)])
+        assert sum(answered.values()) == 4 * (1 + (len(called) - 1) // 4)  # its block was served first
 
     served, others = await loadgen.alternate(
-        target, loadgen.encode_requests(target, texts, "m"), local, duration_s=0.3
+        target, loadgen.encode_requests(target, texts, "m"), local, duration_s=0.3, block=4
     )
     assert served.errors == 0 and served.statuses[200] == len(called) == len(others) > 10
     assert sum(answered.values()) == len(called)
     assert len(served.latencies_s) == len(others)
-    assert called[:6] == ["a", "b", "c", "a", "b", "c"]
+    assert called[:8] == ["a", "b", "c", "a", "b", "c", "a", "b"]  # blocks of 4, the same texts
     assert all(latency >= 0.002 for latency in served.latencies_s)
 
 
