@@ -34,6 +34,7 @@ from typing import Any
 
 from carpool_operator import spec
 from serving import settings as serving_settings
+from serving.significance import mann_whitney_binned, two_proportions
 
 __all__ = [
     "ERROR_OUTCOMES",
@@ -43,11 +44,9 @@ __all__ = [
     "compare",
     "decide",
     "experiment_hash",
-    "mann_whitney_binned",
     "quantile",
     "spec_patch",
     "split_replicas",
-    "two_proportions",
     "variant_replicas",
     "variant_status",
 ]
@@ -144,40 +143,6 @@ def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
             return lower + (upper - lower) * (rank - below) / (cumulative - below)
         lower, below = upper, cumulative
     return None
-
-
-def _two_sided_p(z: float) -> float:
-    return math.erfc(abs(z) / math.sqrt(2))
-
-
-def two_proportions(errors_a: int, n_a: int, errors_b: int, n_b: int) -> float | None:
-    """Two-sided p-value of the two-proportion z-test (pooled); None without data or variance."""
-    if n_a == 0 or n_b == 0:
-        return None
-    pooled = (errors_a + errors_b) / (n_a + n_b)
-    variance = pooled * (1 - pooled) * (1 / n_a + 1 / n_b)
-    if variance <= 0:
-        return 1.0  # both rates 0 (or both 1): no difference to find
-    return _two_sided_p((errors_a / n_a - errors_b / n_b) / math.sqrt(variance))
-
-
-def mann_whitney_binned(bins_a: Sequence[float], bins_b: Sequence[float]) -> float | None:
-    """Two-sided p-value of the Mann-Whitney U test on samples known only by bucket (ties within a
-    bucket, tie-corrected normal approximation); None without data or variance."""
-    n_a, n_b = sum(bins_a), sum(bins_b)
-    total = n_a + n_b
-    if n_a == 0 or n_b == 0 or total < 2:
-        return None
-    u, below_b, ties = 0.0, 0.0, 0.0
-    for a, b in zip(bins_a, bins_b, strict=True):
-        u += a * (below_b + b / 2)  # pairs where a's sample is larger, half for ties
-        below_b += b
-        t = a + b
-        ties += t**3 - t
-    variance = n_a * n_b / 12 * ((total + 1) - ties / (total * (total - 1)))
-    if variance <= 0:
-        return 1.0
-    return _two_sided_p((u - n_a * n_b / 2) / math.sqrt(variance))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

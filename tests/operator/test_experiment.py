@@ -12,6 +12,7 @@ import pytest
 from carpool_operator import experiment, spec
 from serving import metrics as serving_metrics
 from serving import settings as serving_settings
+from serving import significance
 
 pytestmark = pytest.mark.unit
 
@@ -178,18 +179,7 @@ def test_quantiles_interpolate_within_buckets_as_prometheus_does() -> None:
     assert experiment.quantile(0.5, [(0.01, 0.0), (math.inf, 0.0)]) is None
 
 
-def test_the_two_proportion_test_finds_a_real_difference_and_not_a_chance_one() -> None:
-    significant = experiment.two_proportions(60, 2000, 20, 2000)
-    assert significant is not None and significant < 0.001
-    alike = experiment.two_proportions(21, 2000, 20, 2000)
-    assert alike is not None and alike > 0.5
-    assert experiment.two_proportions(0, 100, 0, 100) == 1.0
-    assert experiment.two_proportions(1, 0, 0, 100) is None
-    # by hand: 10% vs 15% of 500 each, pooled 12.5%, z = 0.05 / 0.02092 = 2.390, p = 0.0168
-    assert experiment.two_proportions(50, 500, 75, 500) == pytest.approx(0.0168, abs=0.0002)
-
-
-def test_mann_whitney_on_buckets_separates_shifted_latencies_only() -> None:
+def test_mann_whitney_on_prometheus_buckets_separates_shifted_latencies_only() -> None:
     rng = random.Random(7)
     fast = [rng.lognormvariate(math.log(0.012), 0.4) for _ in range(800)]
     slow = [rng.lognormvariate(math.log(0.020), 0.4) for _ in range(800)]
@@ -198,11 +188,11 @@ def test_mann_whitney_on_buckets_separates_shifted_latencies_only() -> None:
     def bins(values: list[float]) -> list[float]:
         return experiment.Measured({}, _buckets(values), 1, 60.0).bins
 
-    shifted = experiment.mann_whitney_binned(bins(slow), bins(fast))
+    shifted = significance.mann_whitney_binned(bins(slow), bins(fast))
     assert shifted is not None and shifted < 1e-6
-    alike = experiment.mann_whitney_binned(bins(same), bins(fast))
+    alike = significance.mann_whitney_binned(bins(same), bins(fast))
     assert alike is not None and alike > 0.01
-    assert experiment.mann_whitney_binned([0, 0], [3, 4]) is None
+    assert significance.mann_whitney_binned([0, 0], [3, 4]) is None
 
 
 def _measured(errors: int, requests: int, latencies: list[float], pods: int = 1) -> experiment.Measured:

@@ -19,7 +19,6 @@ What is tested against the control, and how:
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import statistics
 from collections.abc import Callable, Sequence
@@ -29,8 +28,9 @@ from pydantic import ValidationError
 
 from carpool_bench import loadgen, report, server
 from serving import settings, validation
+from serving.significance import mann_whitney, sign_test, two_proportions
 
-__all__ = ["Variant", "VariantRow", "format_table", "mann_whitney", "parse_variant", "run", "sign_test"]
+__all__ = ["Variant", "VariantRow", "format_table", "parse_variant", "run"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -79,52 +79,6 @@ def parse_variant(text: str) -> Variant:
     except ValidationError as exc:
         raise ValueError(f"--compare {name}: {validation.message(exc.errors())}") from None
     return Variant(name, changes)
-
-
-def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Two-sided p-value of the Mann-Whitney U test (tie-corrected normal approximation)."""
-    n_a, n_b = len(a), len(b)
-    if n_a == 0 or n_b == 0:
-        return None
-    merged = sorted([(value, 0) for value in a] + [(value, 1) for value in b])
-    total = n_a + n_b
-    rank_sum_a, ties, i = 0.0, 0.0, 0
-    while i < total:
-        j = i
-        while j + 1 < total and merged[j + 1][0] == merged[i][0]:
-            j += 1
-        rank = (i + j) / 2 + 1
-        rank_sum_a += rank * sum(1 for k in range(i, j + 1) if merged[k][1] == 0)
-        t = j - i + 1
-        ties += t**3 - t
-        i = j + 1
-    u = rank_sum_a - n_a * (n_a + 1) / 2
-    variance = n_a * n_b / 12 * ((total + 1) - ties / (total * (total - 1))) if total > 1 else 0.0
-    if variance <= 0:
-        return 1.0
-    return math.erfc(abs(u - n_a * n_b / 2) / math.sqrt(variance) / math.sqrt(2))
-
-
-def two_proportions(errors_a: int, n_a: int, errors_b: int, n_b: int) -> float | None:
-    """Two-sided p-value of the pooled two-proportion z-test."""
-    if n_a == 0 or n_b == 0:
-        return None
-    pooled = (errors_a + errors_b) / (n_a + n_b)
-    variance = pooled * (1 - pooled) * (1 / n_a + 1 / n_b)
-    if variance <= 0:
-        return 1.0
-    return math.erfc(abs(errors_a / n_a - errors_b / n_b) / math.sqrt(variance) / math.sqrt(2))
-
-
-def sign_test(differences: Sequence[float]) -> float | None:
-    """Exact two-sided sign test of paired differences (zeros dropped)."""
-    signs = [d for d in differences if d != 0]
-    n = len(signs)
-    if n == 0:
-        return None
-    k = min(sum(1 for d in signs if d > 0), sum(1 for d in signs if d < 0))
-    tail: float = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2 * tail)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
