@@ -117,7 +117,10 @@ class BatchingConfig(BaseModel):
         "held at most one more max_wait_time_ms.",
     )
     max_queue_size: Annotated[int, Knob("MAX_QUEUE_SIZE", "batching.maxQueueSize")] = Field(
-        256, ge=1, le=1_000_000, description="Requests waiting per model before new ones get 429."
+        256,
+        ge=1,
+        le=1_000_000,
+        description="Requests queued per model; more wait up to 250 ms in line for room, then get 429.",
     )
     load_threshold: Annotated[float, Knob("LOAD_THRESHOLD", "adaptive.loadThreshold")] = Field(
         0.7, gt=0, le=1, description="adaptive: device busy fraction above which it batches."
