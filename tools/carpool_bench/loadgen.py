@@ -187,6 +187,44 @@ async def _connect(target: Target) -> _Connection:
     return connection
 
 
+class _Session:
+    """One user's keep-alive connection, opened again whenever it closed; failures are counted in
+    `result` and the next send reconnects."""
+
+    def __init__(self, target: Target, result: LoadResult, timeout_s: float) -> None:
+        self._target, self._result, self._timeout_s = target, result, timeout_s
+        self._connection: _Connection | None = None
+
+    async def send(self, payload: bytes) -> tuple[int, float] | None:
+        """(status, seconds from send to last byte) of one request, or None if it failed."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            try:
+                connection = self._connection = await _connect(self._target)
+            except OSError as exc:
+                self._result._error(f"connect: {exc}")
+                await asyncio.sleep(0.05)
+                return None
+        sent = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                status, keep_alive = await connection.request(payload)
+        except (OSError, TimeoutError, _ResponseError) as exc:
+            self._result._error(f"{type(exc).__name__}: {exc}")
+            self.close()
+            return None
+        seconds = time.perf_counter() - sent
+        self._result.statuses[status] += 1
+        if not keep_alive:
+            self.close()
+        return status, seconds
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
 async def _user(
     target: Target,
     requests: Sequence[bytes],
@@ -198,37 +236,18 @@ async def _user(
     """One simulated user: send, wait for the answer, send the next text, until the window ends."""
     start, end = window
     index = offset
-    connection: _Connection | None = None
+    session = _Session(target, result, timeout_s)
     try:
         while time.perf_counter() < end:
-            if connection is None or connection.closed:
-                try:
-                    connection = await _connect(target)
-                except OSError as exc:
-                    result._error(f"connect: {exc}")
-                    await asyncio.sleep(0.05)
-                    continue
-            payload = requests[index % len(requests)]
+            answer = await session.send(requests[index % len(requests)])
             index += 1
-            sent = time.perf_counter()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    status, keep_alive = await connection.request(payload)
-            except (OSError, TimeoutError, _ResponseError) as exc:
-                result._error(f"{type(exc).__name__}: {exc}")
-                connection.close()
-                connection = None
+            if answer is None:
                 continue
-            done = time.perf_counter()
-            result.statuses[status] += 1
-            if 200 <= status < 300 and start <= done <= end:
-                result.latencies_s.append(done - sent)
-            if not keep_alive:
-                connection.close()
-                connection = None
+            status, seconds = answer
+            if 200 <= status < 300 and start <= time.perf_counter() <= end:
+                result.latencies_s.append(seconds)
     finally:
-        if connection is not None:
-            connection.close()
+        session.close()
 
 
 async def run_load(
@@ -304,36 +323,16 @@ async def alternate(
         raise ValueError("need at least one request to send")
     result = LoadResult(concurrency=1, window_s=duration_s)
     others: list[float] = []
-    connection: _Connection | None = None
+    session = _Session(target, result, timeout_s)
     end = time.perf_counter() + duration_s
     index = 0
     try:
         while time.perf_counter() < end:
             answered: list[int] = []
             for position in range(index, index + block):
-                if connection is None or connection.closed:
-                    try:
-                        connection = await _connect(target)
-                    except OSError as exc:
-                        result._error(f"connect: {exc}")
-                        await asyncio.sleep(0.05)
-                        continue
-                sent = time.perf_counter()
-                try:
-                    async with asyncio.timeout(timeout_s):
-                        status, keep_alive = await connection.request(requests[position % len(requests)])
-                except (OSError, TimeoutError, _ResponseError) as exc:
-                    result._error(f"{type(exc).__name__}: {exc}")
-                    connection.close()
-                    connection = None
-                    continue
-                served = time.perf_counter() - sent
-                result.statuses[status] += 1
-                if not keep_alive:
-                    connection.close()
-                    connection = None
-                if 200 <= status < 300:
-                    result.latencies_s.append(served)
+                answer = await session.send(requests[position % len(requests)])
+                if answer is not None and 200 <= answer[0] < 300:
+                    result.latencies_s.append(answer[1])
                     answered.append(position)
             for position in answered:
                 started = time.perf_counter()
@@ -341,8 +340,7 @@ async def alternate(
                 others.append(time.perf_counter() - started)
             index += block
     finally:
-        if connection is not None:
-            connection.close()
+        session.close()
     return result, others
 
 
