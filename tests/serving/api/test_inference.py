@@ -6,18 +6,12 @@ import asyncio
 import math
 from pathlib import Path
 
-import httpx
 import pytest
 
-from serving import app as app_module
 from serving.api import inference
-from serving.metrics import Metrics
 from serving.models.fake import EchoModel
-from serving.pool import ModelPool
-from serving.settings import BatchingConfig
-from tests.serving.conftest import Served, serve_app, tiny_settings
+from tests.serving.conftest import Served, gated_app, serve_app, tiny_settings, until_queued
 from tests.support import tinybert
-from tests.support.models import GatedModel
 
 pytestmark = [pytest.mark.unit, pytest.mark.asyncio(loop_scope="module")]
 
@@ -201,59 +195,45 @@ async def test_bad_batch_bodies(served: Served, body: object, status: int, needl
 
 
 async def test_a_full_queue_answers_429_with_retry_after() -> None:
-    model = GatedModel()
-    config = BatchingConfig.model_validate({"strategy": "single_request", "max_queue_size": 2})
-    pool = ModelPool.from_models([model, EchoModel("other")], config, metrics=Metrics())
-    await pool.start_loading()
-    app = app_module.create_app(tiny_settings(Path("/unused")), pool)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pod") as client:
+    async with gated_app(2, EchoModel("other")) as (model, served):
+        client = served.client
         first = asyncio.ensure_future(client.post("/predict", json={"text": "first", "models": ["gated"]}))
         await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
         queued = [
             asyncio.ensure_future(client.post("/predict", json={"text": f"q{i}", "models": ["gated"]}))
             for i in range(2)
         ]
-        for _ in range(1000):  # the two requests pass through the ASGI app before queueing
-            if pool.served["gated"].engine.queue_size == 2:
-                break
-            await asyncio.sleep(0.001)
+        await until_queued(served.pool, "gated", 2)
         rejected = await client.post("/predict", json={"text": "late", "models": ["gated", "other"]})
         model.gate.set()
         answered = await asyncio.gather(first, *queued)
         metrics = (await client.get("/metrics")).text
-    await pool.drain()
     assert rejected.status_code == 429
     assert int(rejected.headers["retry-after"]) >= 1
     assert "max_queue_size 2" in rejected.json()["detail"]
     assert [r.json()["predictions"]["gated"]["label"] for r in answered] == ["first", "q0", "q1"]
     assert 'carpool_requests_total{endpoint="/predict",model="gated",outcome="rejected"} 1.0' in metrics
     assert 'carpool_requests_total{endpoint="/predict",model="gated",outcome="ok"} 3.0' in metrics
-    assert pool.served["other"].engine.stats.completed == 0  # its share of the rejected request never ran
+    assert (
+        served.pool.served["other"].engine.stats.completed == 0
+    )  # its share of the refused request never ran
 
 
 async def test_a_predict_that_finds_the_queue_full_gets_in_when_a_batch_leaves_within_its_wait() -> None:
-    model = GatedModel()
-    config = BatchingConfig.model_validate({"strategy": "single_request", "max_queue_size": 1})
-    pool = ModelPool.from_models([model], config, metrics=Metrics())
-    await pool.start_loading()
-    app = app_module.create_app(tiny_settings(Path("/unused")), pool)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pod") as client:
+    async with gated_app(1) as (model, served):
+        client = served.client
         first = asyncio.ensure_future(client.post("/predict", json={"text": "first", "models": ["gated"]}))
         await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
         queued = asyncio.ensure_future(client.post("/predict", json={"text": "queued", "models": ["gated"]}))
-        for _ in range(1000):  # the request passes through the ASGI app before queueing
-            if pool.served["gated"].engine.queue_size == 1:
-                break
-            await asyncio.sleep(0.001)
+        await until_queued(served.pool, "gated", 1)
         late = asyncio.ensure_future(client.post("/predict", json={"text": "late", "models": ["gated"]}))
         await asyncio.sleep(inference.ROOM_WAIT_S / 5)
         assert not late.done()  # in line for room, not refused
         model.gate.set()  # the model finishes "first"; "queued" leaves the queue: room for "late"
         answered = await asyncio.gather(first, queued, late)
-    await pool.drain()
     assert [r.status_code for r in answered] == [200, 200, 200]
     assert answered[2].json()["predictions"]["gated"]["label"] == "late"
-    assert pool.served["gated"].engine.stats.overflow == 0
+    assert served.pool.served["gated"].engine.stats.overflow == 0
 
 
 async def test_a_batch_longer_than_the_queue_is_served_whole(served: Served) -> None:

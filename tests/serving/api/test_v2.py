@@ -21,7 +21,7 @@ from serving.api import inference, v2
 from serving.metrics import Metrics
 from serving.pool import ModelPool
 from serving.settings import BatchingConfig
-from tests.serving.conftest import Served, tiny_settings
+from tests.serving.conftest import Served, gated_app, tiny_settings, until_queued
 from tests.support import tinybert
 from tests.support.models import GatedModel
 
@@ -363,13 +363,9 @@ async def test_many_rows_ride_together_and_wait_for_room(served: Served) -> None
 
 
 async def test_a_one_row_request_to_a_full_queue_is_429_with_retry_after() -> None:
-    model = GatedModel()
-    config = BatchingConfig.model_validate({"strategy": "single_request", "max_queue_size": 1})
-    pool = ModelPool.from_models([model], config, metrics=Metrics())
-    await pool.start_loading()
-    app = app_module.create_app(tiny_settings(Path("/unused")), pool)
     body = {"inputs": [text_input(["late"])]}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pod") as client:
+    async with gated_app(1) as (model, served):
+        client = served.client
         first = asyncio.ensure_future(
             client.post("/v2/models/gated/infer", json={"inputs": [text_input(["a"])]})
         )
@@ -377,15 +373,11 @@ async def test_a_one_row_request_to_a_full_queue_is_429_with_retry_after() -> No
         queued = asyncio.ensure_future(
             client.post("/v2/models/gated/infer", json={"inputs": [text_input(["b"])]})
         )
-        for _ in range(1000):
-            if pool.served["gated"].engine.queue_size == 1:
-                break
-            await asyncio.sleep(0.001)
+        await until_queued(served.pool, "gated", 1)
         rejected = await client.post("/v2/models/gated/infer", json=body)
         model.gate.set()
         answered = await asyncio.gather(first, queued)
         metrics = (await client.get("/metrics")).text
-    await pool.drain()
     assert rejected.status_code == 429
     assert int(rejected.headers["retry-after"]) >= 1
     assert "max_queue_size 1" in rejected.json()["error"]
