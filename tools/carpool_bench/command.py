@@ -379,16 +379,23 @@ def _run(
         device, dtype = _device(entry)
         busy = _background_load()
         runtime, cache_dir = _server_runtime(entry)
-        raw = reference.RawModel(
-            path,
-            corpus,
-            device=device,
-            dtype=dtype,
-            max_batch_size=args.max_batch_size,
-            threads=entry.get("torch_threads"),
-            runtime=runtime,
-            cache_dir=cache_dir,
-        )
+        try:
+            raw = reference.RawModel(
+                path,
+                corpus,
+                device=device,
+                dtype=dtype,
+                max_batch_size=args.max_batch_size,
+                threads=entry.get("torch_threads"),
+                runtime=runtime,
+                cache_dir=cache_dir,
+            )
+        except ValueError as exc:  # the server's runtime failed the bench's own check of it
+            raise server.BenchError(
+                f"the server runs {model!r} under {runtime}, but the bench cannot measure its raw "
+                f"references there: {exc}. Rerun, or bench the server under another runtime "
+                "(CARPOOL_RUNTIME=torch)"
+            ) from exc
         _say(f"references on {device}, {dtype}, runtime {runtime}, {raw.threads} torch threads")
         eager = _eager_references(args, path, corpus, device, dtype, runtime, spawned)
         steps = rounds.schedule(args.strategies, args.concurrency, args.rounds, args.reference_every)

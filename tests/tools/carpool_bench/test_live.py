@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from carpool_bench import command, loadgen, server
+from serving.models import runtime
 from tests.support.pods import ServingPod
 
 pytestmark = pytest.mark.integration
@@ -226,3 +227,17 @@ def test_foreign_load_counts_other_processes_not_the_bench_or_its_server() -> No
         idle_server.wait()
     cores = psutil.cpu_count() or 1
     assert 0.5 <= share * cores <= cores  # the spinner kept about one core busy
+
+
+def test_a_runtime_the_bench_cannot_check_itself_is_reported_not_a_traceback(
+    pod: ServingPod, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pod serves tiny under onnx-int8 (auto); the bench's own probe check of that export, held
+    here to no difference at all, refuses it: the bench says so and exits 1."""
+    monkeypatch.setitem(runtime.TOLERANCE, "onnx-int8", 0.0)
+    argv = ["--url", pod.url, "--model", "tiny", "--token", TOKEN, "--output", str(tmp_path), *QUICK]
+    assert command.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "the server runs 'tiny' under onnx-int8, but the bench cannot measure its raw references" in err
+    assert "probe check failed" in err and "CARPOOL_RUNTIME=torch" in err
+    assert not (tmp_path / "bench.json").exists()
