@@ -389,6 +389,7 @@ def _run(
                 threads=entry.get("torch_threads"),
                 runtime=runtime,
                 cache_dir=cache_dir,
+                head_labels=_seeded_head(entry),
             )
         except ValueError as exc:  # the server's runtime failed the bench's own check of it
             raise server.BenchError(
@@ -453,6 +454,12 @@ def _run(
                 )
             )
     return 0
+
+
+def _seeded_head(entry: dict[str, Any]) -> tuple[str, ...] | None:
+    """The labels of the seeded head the server gave an untrained model (None for a trained one)."""
+    untrained = str(entry.get("head") or "").startswith("untrained")
+    return tuple(entry.get("labels") or ()) or None if untrained else None
 
 
 def _server_runtime(entry: dict[str, Any]) -> tuple[str, Path | None]:

@@ -125,10 +125,13 @@ class RawModel:
         threads: int | None = None,
         runtime: str = "torch",
         cache_dir: Path | None = None,
+        head_labels: Sequence[str] | None = None,
     ) -> None:
         """`threads`: the torch threads the server chose for the model (`torch_threads` in its
         /models/status), so both run alike; without it, the server's default rule. `runtime`: torch,
-        or an ONNX runtime run on the server's own export (ValueError if it fails its check)."""
+        or an ONNX runtime run on the server's own export (ValueError if it fails its check).
+        `head_labels`: the labels of the seeded head the server gives an untrained model (the
+        embedded minilm), so the export checked here is the server's, not one of a random head."""
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         import transformers
@@ -152,7 +155,9 @@ class RawModel:
 
         run_batch: Callable[[list[str]], None] = run_torch
         if runtime != "torch":
-            run_batch = _onnx_runner(model_path, tokenizer, runtime, device, max_length, cache_dir)
+            run_batch = _onnx_runner(
+                model_path, tokenizer, runtime, device, max_length, cache_dir, head_labels
+            )
         self.runtime = runtime
 
         if device == "cpu" and threads:
@@ -230,7 +235,13 @@ class RawModel:
 
 
 def _onnx_runner(
-    model_path: Path, tokenizer: Any, runtime: str, device: str, max_length: int, cache_dir: Path | None
+    model_path: Path,
+    tokenizer: Any,
+    runtime: str,
+    device: str,
+    max_length: int,
+    cache_dir: Path | None,
+    head_labels: Sequence[str] | None,
 ) -> Callable[[list[str]], None]:
     """The padded tokenizer call fed to the server's own ONNX Runtime session for `runtime`."""
     import numpy as np
@@ -244,6 +255,7 @@ def _onnx_runner(
         cache_dir=cache_dir,
         device=device,
         max_length=max_length,
+        head_labels=head_labels,
     )
     classifier.load()
     if classifier.runtime != runtime or classifier.session is None:
