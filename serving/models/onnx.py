@@ -284,7 +284,9 @@ class RuntimeClassifier(hf.HFClassifier):
         tolerance = runtimes.TOLERANCE[name]
         if self.dtype in {"float16", "bfloat16"}:
             tolerance += runtimes.CHECK_DTYPE_SLACK
-        return runtimes.judge(name, reference, [batched, alone], tolerance=tolerance)
+        return runtimes.judge(
+            name, reference, [batched, alone], tolerance=tolerance, labels_judged=not self.untrained_head
+        )
 
     # -- forward ---------------------------------------------------------------------------------
 

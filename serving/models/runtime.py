@@ -104,11 +104,13 @@ class Check:
     tolerance: float
     clear_flips: int = 0  # probes given another label where torch had a clear winner
     near_tie_flips: int = 0  # ... where torch's top two logits were a near-tie (see NEAR_TIE)
+    labels_judged: bool = True  # False for an untrained head: its labels mean nothing
 
     @property
     def passed(self) -> bool:
-        """Logits within the tolerance, and torch's label kept wherever torch had a clear winner."""
-        return self.max_logit_diff <= self.tolerance and self.clear_flips == 0
+        """Logits within the tolerance, and torch's label kept wherever torch had a clear winner
+        (where the labels mean something)."""
+        return self.max_logit_diff <= self.tolerance and (self.clear_flips == 0 or not self.labels_judged)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +119,7 @@ class Check:
             "max_logit_diff": float(f"{self.max_logit_diff:.3g}"),
             "label_agreement": round(self.label_agreement, 4),
             "near_tie_flips": self.near_tie_flips,
+            "labels_judged": self.labels_judged,
             "tolerance": float(f"{self.tolerance:.3g}"),
             "passed": self.passed,
         }
@@ -128,7 +131,9 @@ class Check:
             f"max logit difference {self.max_logit_diff:.2g} (tolerance {self.tolerance:g}), "
             f"labels agree on {agreed}/{self.probes} probe texts"
         )
-        if self.near_tie_flips:
+        if not self.labels_judged:
+            figures += "; labels not judged (untrained head: its labels mean nothing)"
+        elif self.near_tie_flips:
             figures += (
                 f"; {self.near_tie_flips} other label(s) on near-ties only (torch's top two logits "
                 f"within {NEAR_TIE:g} of the scale), not counted"
@@ -142,10 +147,13 @@ def judge(
     candidate: Iterable[Sequence[Sequence[float]]],
     *,
     tolerance: float,
+    labels_judged: bool = True,
 ) -> Check:
     """Compare `candidate` logit tables (the same probes, e.g. batched and one by one) with torch's;
     `tolerance` is relative to the probes' logit scale (see TOLERANCE), and a label the runtime
-    changes counts against it only where torch's own winner was clear (see NEAR_TIE)."""
+    changes counts against it only where torch's own winner was clear (see NEAR_TIE) and the
+    labels mean something (`labels_judged`: not for an untrained head, whose winner is whichever
+    random weight came out largest)."""
     scale = max([1.0, *(abs(value) for row in reference for value in row)])
     tolerance = tolerance * scale
     worst = 0.0
@@ -170,6 +178,7 @@ def judge(
         tolerance,
         clear_flips=clear_flips,
         near_tie_flips=near_tie_flips,
+        labels_judged=labels_judged,
     )
 
 

@@ -121,3 +121,14 @@ def test_a_flip_on_a_near_tie_is_reported_but_not_refused() -> None:
     assert check.as_dict()["near_tie_flips"] == 1
     clear = runtime.judge("onnx-int8", [[0.2, 0.0]], [[[0.0, 0.2]]], tolerance=0.25)
     assert not clear.passed and clear.near_tie_flips == 0
+
+
+def test_an_untrained_head_is_judged_by_its_logits_not_its_labels() -> None:
+    """An untrained head's winner is whichever random weight came out largest: a label it changes
+    says nothing about the runtime, so only the logits are held to the tolerance."""
+    flipped = [[[0.0, 0.2]]]
+    check = runtime.judge("onnx-int8", [[0.2, 0.0]], flipped, tolerance=0.25, labels_judged=False)
+    assert check.passed and "labels not judged (untrained head" in check.verdict()
+    assert check.as_dict()["labels_judged"] is False
+    far = runtime.judge("onnx-int8", [[0.2, 0.0]], [[[0.2, 1.9]]], tolerance=0.25, labels_judged=False)
+    assert not far.passed  # logits beyond the tolerance still refuse
