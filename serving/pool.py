@@ -229,12 +229,16 @@ class ModelPool:
     ) -> asyncio.Future[Prediction]:
         """One checked text queued for one model (429 when its queue is full); `ids` when already
         tokenized by the model's encoder; `timeout_s` its deadline; `bulk` its lane."""
+        engine, item, lane = self._request(name, text, ids, bulk)
+        return engine.submit(item, timeout_s=timeout_s, lane=lane)
+
+    def _request(
+        self, name: str, text: str, ids: Sequence[int] | None, bulk: bool
+    ) -> tuple[BatchEngine, str | Encoded, int]:
+        """A checked text for one model: its engine, the text (tokenized, when `ids`) and its lane."""
         self.catalog.check_text(text)
-        engine = self.served[name].engine
-        lane = BULK if bulk else INTERACTIVE
-        if ids is None:
-            return engine.submit(text, timeout_s=timeout_s, lane=lane)
-        return engine.submit_encoded(Encoded(text, ids), timeout_s=timeout_s, lane=lane)
+        item = text if ids is None else Encoded(text, ids)
+        return self.served[name].engine, item, BULK if bulk else INTERACTIVE
 
     def has_room(self, name: str, *, bulk: bool = False) -> bool:
         """`name`'s queue would take a request in that lane now (see `BatchEngine.has_room`)."""
@@ -251,10 +255,7 @@ class ModelPool:
         bulk: bool = False,
     ) -> asyncio.Future[Prediction]:
         """Like `submit`, but a full queue is waited on for up to `room_s` before 429."""
-        self.catalog.check_text(text)
-        engine = self.served[name].engine
-        lane = BULK if bulk else INTERACTIVE
-        item = text if ids is None else Encoded(text, ids)
+        engine, item, lane = self._request(name, text, ids, bulk)
         return await engine.put(item, timeout_s=timeout_s, lane=lane, room_s=room_s)
 
     def encoders(self) -> dict[str, Any]:

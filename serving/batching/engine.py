@@ -239,21 +239,18 @@ class BatchEngine:
         return len(self._queue)
 
     def submit(
-        self, text: str, *, timeout_s: float | None = None, lane: int = INTERACTIVE
+        self, item: str | Encoded, *, timeout_s: float | None = None, lane: int = INTERACTIVE
     ) -> asyncio.Future[Prediction]:
-        """Queue one text; the returned future resolves to its prediction or its own error.
+        """Queue one text (or one already tokenized by this model's encoder, in an HTTP worker); the
+        returned future resolves to its prediction or its own error.
 
         `timeout_s`: answered 504 if its batch has not left by then. `lane`: INTERACTIVE or BULK.
         """
         self._admit(lane)
-        return self._enqueue(self.model.encode(text), timeout_s, lane)
+        return self._enqueue(self._encoded(item), timeout_s, lane)
 
-    def submit_encoded(
-        self, item: Encoded, *, timeout_s: float | None = None, lane: int = INTERACTIVE
-    ) -> asyncio.Future[Prediction]:
-        """Queue a text already tokenized by this model's encoder (in an HTTP worker)."""
-        self._admit(lane)
-        return self._enqueue(item, timeout_s, lane)
+    def _encoded(self, item: str | Encoded) -> Encoded:
+        return self.model.encode(item) if isinstance(item, str) else item
 
     def bulk_limit(self) -> int:
         """How many requests may wait before bulk ones are refused: a quarter stays interactive."""
@@ -370,8 +367,7 @@ class BatchEngine:
                 await asyncio.wait_for(waiter, max(left, 0.0))
             except TimeoutError:
                 if timeout_s is None or not deadline_first:
-                    self._admit(lane, in_line=False)  # still full: QueueFull, counted and advised
-                    break  # a place came at the last moment
+                    break  # no more waiting: below, a place or QueueFull, counted and advised
                 self.stats.expired += 1
                 raise errors.DeadlineExceeded(
                     f"the request waited {timeout_s * 1000.0:g} ms for room in model {self.name!r}'s "
@@ -382,8 +378,7 @@ class BatchEngine:
                 ) from None
         self._admit(lane, in_line=not in_line)
         left_s = None if timeout_s is None else max(started + timeout_s - loop.time(), 0.0)
-        encoded = self.model.encode(item) if isinstance(item, str) else item
-        return self._enqueue(encoded, left_s, lane)
+        return self._enqueue(self._encoded(item), left_s, lane)
 
     def _room_made(self, *, everyone: bool = False) -> None:
         """Wake the first waiters for room, as many as each lane has free places (all of them when

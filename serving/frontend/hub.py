@@ -146,7 +146,7 @@ class _Link(asyncio.Protocol):
         if len(names) == 1:
             started = time.perf_counter()
             pool = self.hub.pool
-            if wait_for_room > 0 and names[0] in pool.served and not pool.has_room(names[0], bulk=bulk):
+            if wait_for_room > 0 and not pool.has_room(names[0], bulk=bulk):
                 self.hub.spawn(
                     self._predict_in_line(rid, names[0], text, ids, wait_for_room, timeout_s, bulk)
                 )
