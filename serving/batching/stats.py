@@ -8,6 +8,7 @@ whole milliseconds).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,6 @@ class EngineStats:
         # (start, end) of the batches that ended within BUSY_WINDOW_S of the newest, and their sum
         self._busy: deque[tuple[float, float]] = deque()
         self._busy_s = 0.0
-        self._recent: deque[tuple[float, float]] = deque(maxlen=P95_WINDOW)  # (done_at, seconds)
         self._p95: float | None = None
         self._p95_at = float("-inf")
 
@@ -90,7 +90,6 @@ class EngineStats:
         if ok:
             self.completed += 1
             self._latencies.append((done, latency_s))
-            self._recent.append((done, latency_s))
         else:
             self.failed += 1
 
@@ -133,7 +132,8 @@ class EngineStats:
         """p95 of the last P95_WINDOW requests completed within P95_MAX_AGE_S: sorting 512 figures
         every P95_REFRESH_S costs the loop tens of microseconds, not the whole window's milliseconds."""
         if now - self._p95_at >= P95_REFRESH_S:
-            recent = sorted(s for t, s in self._recent if t >= now - P95_MAX_AGE_S)
+            newest = itertools.islice(reversed(self._latencies), P95_WINDOW)
+            recent = sorted(s for t, s in newest if t >= now - P95_MAX_AGE_S)
             self._p95 = percentile(recent, 95)
             self._p95_at = now
         return self._p95
