@@ -11,7 +11,8 @@ The JSON card is a contract: the serving registry reads it to show each trained 
     epochs, seed, learning_rate, max_length, batch_size, freeze_embeddings, device,
     trained_at (ISO 8601, UTC), train_seconds, train_loss (mean per epoch), carpool_version,
     runtimes {torch|onnx|onnx-int8: {accuracy, macro_f1, metrics_by_source, load_seconds,
-             check {runtime, probes, max_logit_diff, label_agreement, near_tie_flips, tolerance, passed},
+             check {runtime, probes, max_logit_diff, label_agreement, near_tie_flips, labels_judged,
+                    tolerance, passed},
              export_seconds} or {refused}} (absent when trained with --no-evaluate-runtimes;
              `carpool serve`'s auto runtime reads macro_f1 from it)
 """
