@@ -78,10 +78,11 @@ def _run_cell(
         foreign.share()  # starts the interval
     started = clock()
     target = loadgen.Target.parse(settings.url)
+    requests = settings.encode(target, settings.texts, settings.model)
     load = loadgen.run_blocking(
         loadgen.drive(
             target,
-            settings.encode(target, settings.texts, settings.model),
+            requests,
             concurrency=step.concurrency,
             duration_s=settings.duration_s,
             warmup_s=settings.warmup_s,
@@ -93,7 +94,7 @@ def _run_cell(
     latencies = load.latencies_s
     paired: tuple[float, float] | None = None
     if raw is not None and step.concurrency == 1:
-        paired = _pairs(settings, target, raw, load)
+        paired = _pairs(settings, target, requests, raw, load)
     cell = report.Cell(
         strategy=step.strategy,
         concurrency=step.concurrency,
@@ -129,16 +130,20 @@ def _run_cell(
 
 
 def _pairs(
-    settings: CellSettings, target: loadgen.Target, raw: reference.RawModel, load: loadgen.LoadResult
+    settings: CellSettings,
+    target: loadgen.Target,
+    requests: Sequence[bytes],
+    raw: reference.RawModel,
+    load: loadgen.LoadResult,
 ) -> tuple[float, float] | None:
-    """A concurrency-1 cell's second part: for another `duration_s`, blocks of served requests, each
-    followed by the raw batch-1 call on the same texts in this process (`loadgen.alternate`);
-    (served p50, raw p50) in ms. Its
-    statuses and errors join the cell's, so a failure here counts like one in the cell."""
+    """A concurrency-1 cell's second part: for another `duration_s`, blocks of the cell's served
+    requests, each followed by the raw batch-1 call on the same texts in this process
+    (`loadgen.alternate`); (served p50, raw p50) in ms. Its statuses and errors join the cell's, so
+    a failure here counts like one in the cell."""
     served, others = loadgen.run_blocking(
         loadgen.alternate(
             target,
-            settings.encode(target, settings.texts, settings.model),
+            requests,
             raw.run_single,
             duration_s=settings.duration_s,
             timeout_s=settings.timeout_s,
