@@ -30,6 +30,11 @@ from carpool_bench import loadgen, server
 __all__ = ["OverloadResult", "SoakSlice", "overload_storm", "soak_summary"]
 
 PROBE_EVERY_S = 0.2
+RATIOS = {  # what --overload reports, each round: (numerator, denominator) of the runs' goodputs
+    "goodput_ratio_8_vs_256": ("storm_queue_8", "storm_queue_256"),
+    "storm_vs_calm_8": ("storm_queue_8", "calm_queue_8"),
+    "calm_8_vs_256": ("calm_queue_8", "storm_queue_256"),
+}
 
 
 @dataclass
@@ -298,11 +303,7 @@ def run_overload(
     refusals cost, calm / queue of 256 what the small queue costs (fewer texts to batch from)."""
     runs: dict[str, Any] = {"rounds": rounds, "storm_queue_8": [], "storm_queue_256": [], "calm_queue_8": []}
     plan = [("storm_queue_8", 8, clients), ("calm_queue_8", 8, 8), ("storm_queue_256", 256, clients)]
-    ratios: dict[str, list[float]] = {
-        "goodput_ratio_8_vs_256": [],
-        "storm_vs_calm_8": [],
-        "calm_8_vs_256": [],
-    }
+    ratios: dict[str, list[float]] = {key: [] for key in RATIOS}
     for number in range(1, rounds + 1):
         goodputs = {}
         for name, queue, count in plan if number % 2 else reversed(plan):
@@ -310,11 +311,7 @@ def run_overload(
             runs[name].append(run)
             goodputs[name] = run["goodput_rps"]
             say(f"{name}, round {number}/{rounds}: {json.dumps(run)}")
-        for key, (over, under) in {
-            "goodput_ratio_8_vs_256": ("storm_queue_8", "storm_queue_256"),
-            "storm_vs_calm_8": ("storm_queue_8", "calm_queue_8"),
-            "calm_8_vs_256": ("calm_queue_8", "storm_queue_256"),
-        }.items():
+        for key, (over, under) in RATIOS.items():
             if goodputs[under]:
                 ratios[key].append(goodputs[over] / goodputs[under])
         if number == 1:
