@@ -179,7 +179,7 @@ async def _ok(text: str) -> tuple[bytes, bool]:
 
 
 @pytest.mark.integration
-async def test_alternate_pairs_each_served_request_with_a_local_call_on_the_same_text(
+async def test_alternate_runs_a_block_of_served_requests_then_local_calls_on_the_same_texts(
     bare_server: Callable[..., Awaitable[tuple[str, Counter[str]]]],
 ) -> None:
     url, answered = await bare_server(_ok)
