@@ -345,7 +345,11 @@ def _bench(args: argparse.Namespace) -> int:
             raise server.BenchError("--compare needs two or more variants, each with a name of its own")
         return modes.run_compare(args, model, corpus, source, _say)
     if args.overload or args.soak:
-        return modes.run(args, model, corpus, _say)
+
+        def raw(admin: server.Admin) -> reference.RawModel:  # for the overload's bound
+            return _served_raw(args, admin, model, given, corpus)[0]
+
+        return modes.run(args, model, corpus, _say, raw_model=raw if args.overload else None)
     if not args.spawn:
         return _run(args, args.url, model, given, corpus, source, None)
     if model == tiny.TINY_MODEL and given is None:
@@ -374,30 +378,9 @@ def _run(
         admin.predict(corpus[0], model)
         admin.configure({})  # an empty update: a missing admin token shows now, not after the references
         original = None if spawned else _restorable(admin.stats())
-        entry = server.model_entry(admin.models_status(), model) or {}
-        path = _model_files(model, given, entry, args.output)
-        device, dtype = _device(entry)
         busy = _background_load()
-        runtime, cache_dir = _server_runtime(entry)
-        try:
-            raw = reference.RawModel(
-                path,
-                corpus,
-                device=device,
-                dtype=dtype,
-                max_batch_size=args.max_batch_size,
-                threads=entry.get("torch_threads"),
-                runtime=runtime,
-                cache_dir=cache_dir,
-                head_labels=_seeded_head(entry),
-            )
-        except ValueError as exc:  # the server's runtime failed the bench's own check of it
-            raise server.BenchError(
-                f"the server runs {model!r} under {runtime}, but the bench cannot measure its raw "
-                f"references there: {exc}. Rerun, or bench the server under another runtime "
-                "(CARPOOL_RUNTIME=torch)"
-            ) from exc
-        _say(f"references on {device}, {dtype}, runtime {runtime}, {raw.threads} torch threads")
+        raw, entry, path = _served_raw(args, admin, model, given, corpus)
+        device, dtype, runtime = raw.device, raw.dtype, raw.runtime
         eager = _eager_references(args, path, corpus, device, dtype, runtime, spawned)
         steps = rounds.schedule(args.strategies, args.concurrency, args.rounds, args.reference_every)
         settings = runner.CellSettings(
@@ -454,6 +437,37 @@ def _run(
                 )
             )
     return 0
+
+
+def _served_raw(
+    args: argparse.Namespace, admin: runner.AdminSide, model: str, given: Path | None, corpus: list[str]
+) -> tuple[reference.RawModel, dict[str, Any], Path]:
+    """The raw model loaded here as the server runs it (files, device, dtype, torch threads,
+    runtime), with the server's /models/status entry for it and the path of its files."""
+    entry = server.model_entry(admin.models_status(), model) or {}
+    path = _model_files(model, given, entry, args.output)
+    device, dtype = _device(entry)
+    runtime, cache_dir = _server_runtime(entry)
+    try:
+        raw = reference.RawModel(
+            path,
+            corpus,
+            device=device,
+            dtype=dtype,
+            max_batch_size=args.max_batch_size,
+            threads=entry.get("torch_threads"),
+            runtime=runtime,
+            cache_dir=cache_dir,
+            head_labels=_seeded_head(entry),
+        )
+    except ValueError as exc:  # the server's runtime failed the bench's own check of it
+        raise server.BenchError(
+            f"the server runs {model!r} under {runtime}, but the bench cannot measure its raw "
+            f"references there: {exc}. Rerun, or bench the server under another runtime "
+            "(CARPOOL_RUNTIME=torch)"
+        ) from exc
+    _say(f"references on {device}, {dtype}, runtime {runtime}, {raw.threads} torch threads")
+    return raw, entry, path
 
 
 def _seeded_head(entry: dict[str, Any]) -> tuple[str, ...] | None:

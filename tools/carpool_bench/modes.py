@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from carpool_bench import compare, overload, server
+from carpool_bench import compare, overload, reference, server
+from serving.batching import policies
+from serving.batching.cost import CPU_SEED, CostModel
 
 __all__ = ["run", "run_compare"]
 
@@ -25,7 +27,16 @@ def _pod(args: argparse.Namespace, model: str) -> Iterator[tuple[str, int | None
         yield spawned.url, spawned.pid
 
 
-def run(args: argparse.Namespace, model: str, corpus: list[str], say: Callable[[str], None]) -> int:
+def run(
+    args: argparse.Namespace,
+    model: str,
+    corpus: list[str],
+    say: Callable[[str], None],
+    *,
+    raw_model: Callable[[server.Admin], reference.RawModel] | None = None,
+) -> int:
+    """--overload and/or --soak against the pod; `raw_model` loads the model in the bench as the
+    pod runs it, for the overload's bound (the model fed from full queues)."""
     with _pod(args, model) as (url, pid):
         admin = server.Admin(url, args.token)
         try:
@@ -34,6 +45,7 @@ def run(args: argparse.Namespace, model: str, corpus: list[str], say: Callable[[
             original = admin.stats()["config"]
             admin.predict(corpus[0], model)
             results: dict[str, Any] = {"url": url, "model": model}
+            feed = _feed(raw_model(admin), admin.stats(), model) if raw_model is not None else None
             try:
                 if args.overload:
                     results["overload"] = overload.run_overload(
@@ -46,6 +58,7 @@ def run(args: argparse.Namespace, model: str, corpus: list[str], say: Callable[[
                         warmup_s=args.warmup,
                         say=say,
                         rounds=args.rounds,
+                        feed=feed,
                     )
                 if args.soak:
                     slices = overload.soak_slices(
@@ -69,6 +82,25 @@ def run(args: argparse.Namespace, model: str, corpus: list[str], say: Callable[[
     path.write_text(json.dumps(results, indent=2) + "\n")
     say(f"wrote {path}")
     return 0
+
+
+def _feed(raw: reference.RawModel, stats: dict[str, Any], model: str) -> overload.Feed:
+    """The raw model fed from a full queue, its riders chosen by the pod's own rule
+    (`policies.select`) with the cost model the pod fitted for `model` and its max_batch_size.
+    Without the age credit, which orders riders by wait but makes no batch cheaper: so the feed's
+    rate is a bound for the pod's, not an imitation of its tail."""
+    entry = (stats.get("models") or {}).get(model) or {}
+    fitted = entry.get("cost_model")
+    cost = CostModel(fitted["fixed_ms"] / 1e3, fitted["per_token_us"] / 1e6) if fitted else CPU_SEED
+    cap = int((entry.get("config") or stats.get("config") or {}).get("max_batch_size", 32))
+
+    def pick(waiting: Sequence[reference.Queued], now: float) -> Sequence[int]:
+        return policies.select(waiting, cap=cap, cost=cost, now=now)
+
+    def feed(queue: int, seconds: float, warmup_s: float) -> tuple[float, float]:
+        return raw.fed_from_queue(queue, seconds, pick, warmup_s=warmup_s)
+
+    return feed
 
 
 def run_compare(

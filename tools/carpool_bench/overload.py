@@ -8,6 +8,12 @@ per second; the same storm against a queue of 256 (nobody refused) is the refere
 goodput is compared with. A probe asks /health and /batching/stats every 200 ms throughout and
 reports how slowly and how often they did not answer.
 
+A queue of 8 also bounds the batches: the model can only batch what waits. So each round also
+feeds the raw model in the bench's process (no HTTP, the server idle) from a queue that is always
+full, of 8 and of as many texts as the storm on 256 keeps waiting (its clients), with the server's
+own rider choice: the ratio of the two is the most any front end could make of a queue of 8 on
+this machine, and storm / that bound is how much of it the pod reached.
+
 Soak. A closed loop of `clients` for MINUTES, in slices: per slice the throughput, and the resident
 memory of the pod's processes (when the bench spawned it, or was given its PID). The report says
 how much memory grew over the second half and how far throughput drifted from the first slice.
@@ -34,7 +40,10 @@ RATIOS = {  # what --overload reports, each round: (numerator, denominator) of t
     "goodput_ratio_8_vs_256": ("storm_queue_8", "storm_queue_256"),
     "storm_vs_calm_8": ("storm_queue_8", "calm_queue_8"),
     "calm_8_vs_256": ("calm_queue_8", "storm_queue_256"),
+    "raw_8_vs_256": ("raw_queue_8", "raw_queue_256"),  # the model alone, fed from full queues
+    "storm_8_vs_raw_8": ("storm_queue_8", "raw_queue_8"),
 }
+Feed = Callable[[int, float, float], tuple[float, float]]  # (queue, seconds, warm-up) -> texts/s, batch
 
 
 @dataclass
@@ -294,16 +303,26 @@ def run_overload(
     warmup_s: float,
     say: Callable[[str], None],
     rounds: int = 1,
+    feed: Feed | None = None,
 ) -> dict[str, Any]:
     """The storm on a queue of 8 and on a queue of 256, and 8 calm clients on the queue of 8, in
     `rounds` rounds (every other round in the other order, so drift favours neither); the polite
     run on a queue of 8 once. Ratios are taken round by round: the median, with the lowest and
     highest round. The calm run splits the storm's gap in two: 8 clients cannot overfill a queue of
     8, so the calm goodput is that queue's without a single refusal; storm / calm is what the
-    refusals cost, calm / queue of 256 what the small queue costs (fewer texts to batch from)."""
+    refusals cost, calm / queue of 256 what the small queue costs (fewer texts to batch from).
+
+    `feed` (`RawModel.fed_from_queue` with the server's rider choice) runs the model alone from
+    full queues of 8 and of min(256, clients) after each round's storms, in the same alternating
+    order: the bound on the storm's ratio that the queue's size sets. Without it, no bound."""
     runs: dict[str, Any] = {"rounds": rounds, "storm_queue_8": [], "storm_queue_256": [], "calm_queue_8": []}
     plan = [("storm_queue_8", 8, clients), ("calm_queue_8", 8, 8), ("storm_queue_256", 256, clients)]
-    ratios: dict[str, list[float]] = {key: [] for key in RATIOS}
+    raw_plan = [("raw_queue_8", 8), ("raw_queue_256", min(256, clients))]
+    if feed is not None:
+        runs |= {"raw_queue_8": [], "raw_queue_256": []}
+    ratios: dict[str, list[float]] = {  # the raw bound's ratios only with a feed
+        key: [] for key, (_, under) in RATIOS.items() if feed is not None or not under.startswith("raw_")
+    }
     for number in range(1, rounds + 1):
         goodputs = {}
         for name, queue, count in plan if number % 2 else reversed(plan):
@@ -311,7 +330,15 @@ def run_overload(
             runs[name].append(run)
             goodputs[name] = run["goodput_rps"]
             say(f"{name}, round {number}/{rounds}: {json.dumps(run)}")
-        for key, (over, under) in RATIOS.items():
+        if feed is not None:
+            for name, queue in raw_plan if number % 2 else raw_plan[::-1]:
+                rate, size = feed(queue, duration_s, warmup_s)
+                fed = {"queue": queue, "texts_per_s": round(rate, 2), "avg_batch_size": round(size, 2)}
+                runs[name].append(fed)
+                goodputs[name] = rate
+                say(f"{name}, round {number}/{rounds}: {json.dumps(runs[name][-1])}")
+        for key in ratios:
+            over, under = RATIOS[key]
             if goodputs[under]:
                 ratios[key].append(goodputs[over] / goodputs[under])
         if number == 1:
@@ -333,6 +360,14 @@ def run_overload(
         f"{runs['storm_vs_calm_8_spread']}; the queue's size: calm on 8 / storm on 256 "
         f"{runs['calm_8_vs_256']} {runs['calm_8_vs_256_spread']}"
     )
+    if feed is not None:
+        sizes = f"{_batch_sizes(runs['raw_queue_8'])} against {_batch_sizes(runs['raw_queue_256'])}"
+        say(
+            f"  the model alone (in the bench, no HTTP) fed from a full queue of 8 / of {min(256, clients)}: "
+            f"{runs['raw_8_vs_256']} {runs['raw_8_vs_256_spread']}, requests per forward pass {sizes}: "
+            f"the most a queue of 8 allows here; the storm on 8 reached {runs['storm_8_vs_raw_8']} "
+            f"{runs['storm_8_vs_raw_8_spread']} of it"
+        )
     return runs
 
 

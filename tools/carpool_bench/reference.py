@@ -10,6 +10,9 @@ no server at all. Three references:
   minimal, so this is the ceiling for this traffic on this machine.
 - max batch size, arrival order: batches cut from the texts as they come; shows what padding costs.
 
+And, for `--overload`, the model fed from a queue that is always full (`RawModel.fed_from_queue`):
+what a queue of that size lets the model do, whatever the server in front of it.
+
 Each runtime (`torch`, `onnx`, `onnx-int8`: see serving.models.runtime) gets its own three, on the
 same texts: for an ONNX runtime the plain call is the padded tokenizer call fed to ONNX Runtime's
 session on the very export the server uses (same cache, same accuracy check at load), so a served
@@ -37,7 +40,7 @@ from typing import Any
 from carpool_bench import report
 from serving import hardware
 
-__all__ = ["RawModel", "detect_device", "sorted_batches", "warmup_batches"]
+__all__ = ["Pick", "Queued", "RawModel", "detect_device", "sorted_batches", "warmup_batches"]
 
 
 def detect_device() -> str:
@@ -99,6 +102,18 @@ def _quiet(hf_logging: Any) -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A text waiting in `RawModel.fed_from_queue`'s queue, as the server's picker sees a request."""
+
+    index: int  # into the texts
+    tokens: int
+    enqueued_at: float  # time.perf_counter()
+
+
+Pick = Callable[[Sequence[Queued], float], Sequence[int]]  # (waiting, now) -> the riders' indices
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,36 @@ class RawModel:
     def run_single(self, index: int) -> None:
         """Tokenize and forward text `index` (modulo the texts) alone: one raw batch-1 call."""
         self._run_batch([self._texts[index % self._count]])
+
+    def fed_from_queue(
+        self, queue_size: int, seconds: float, pick: Pick, *, warmup_s: float = 0.0
+    ) -> tuple[float, float]:
+        """(texts/s, texts per forward pass) when the model is fed, for `seconds` after `warmup_s`,
+        from a queue that always holds `queue_size` texts: the texts in order, round and round,
+        topped up after every batch, and `pick` choosing each batch's riders as the server's picker
+        does. No HTTP, no clients, no refusals: the most a pod could serve here from a queue that
+        size, however many clients keep it full."""
+        queue: list[Queued] = []
+        following = done = batches = 0
+        warm_until = time.perf_counter() + warmup_s
+        window_start: float | None = None
+        while True:
+            now = time.perf_counter()
+            if window_start is None and now >= warm_until:
+                window_start = now
+            if window_start is not None and batches and now - window_start >= seconds:
+                return done / (now - window_start), done / batches
+            while len(queue) < queue_size:
+                index = following % self._count
+                queue.append(Queued(index, self._lengths[index], now))
+                following += 1
+            riders = sorted(set(pick(queue, now)))
+            self._run_batch([self._texts[queue[i].index] for i in riders])
+            if window_start is not None:
+                done += len(riders)
+                batches += 1
+            taken = set(riders)
+            queue = [waiting for i, waiting in enumerate(queue) if i not in taken]
 
     def measure(
         self,

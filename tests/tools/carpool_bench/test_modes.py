@@ -66,7 +66,9 @@ def test_the_overload_and_soak_modes_write_their_reports(pod: ServingPod, tmp_pa
     assert command.main([*common, *quick, "--overload", "--rounds", "2"]) == 0
     report = json.loads((tmp_path / "overload.json").read_text())["overload"]
     ratios = ("goodput_ratio_8_vs_256", "storm_vs_calm_8", "calm_8_vs_256")
+    ratios += ("raw_8_vs_256", "storm_8_vs_raw_8")
     runs = {"rounds", "storm_queue_8", "calm_queue_8", "polite_queue_8", "storm_queue_256"}
+    runs |= {"raw_queue_8", "raw_queue_256"}  # the model alone, fed from full queues: the bound
     assert set(report) == runs | set(ratios) | {f"{ratio}_spread" for ratio in ratios}
     assert report["rounds"] == 2 and all(
         len(report[name]) == 2 for name in runs - {"rounds", "polite_queue_8"}
@@ -79,6 +81,9 @@ def test_the_overload_and_soak_modes_write_their_reports(pod: ServingPod, tmp_pa
     # each storm says how full its batches were: a queue of 8 cannot fill more than 8 and those
     # the model's forward pass overlaps
     assert all(run["avg_batch_size"] >= 1 for run in report["storm_queue_8"] + report["storm_queue_256"])
+    # the bound: the model in the bench fed from a queue of 8 and of as many as the clients keep waiting
+    assert [run["queue"] for run in report["raw_queue_8"] + report["raw_queue_256"]] == [8, 8, 12, 12]
+    assert all(run["texts_per_s"] > 0 and 1 <= run["avg_batch_size"] <= 8 for run in report["raw_queue_8"])
     assert httpx.get(f"{pod.url}/batching/stats").json()["config"]["max_queue_size"] == 256  # put back
     soak = ["--soak", "0.05", "--clients", "4", "--pid", str(pod.process.pid), "--texts", "8"]
     assert command.main([*common, *soak]) == 0
