@@ -15,7 +15,7 @@ from typing import Any
 
 from serving.percentiles import percentile
 
-__all__ = ["EngineStats"]
+__all__ = ["WAIT_EWMA", "EngineStats"]
 
 WINDOW = 4096  # recent requests kept for percentiles
 RATE_WINDOW_S = 1.0  # arrivals counted over this span for the arrival rate
