@@ -47,7 +47,7 @@ REFERENCE_TEXTS = (
 )
 WARMUP_SHAPES = ((1, 16), (1, 48), (8, 32), (16, 48))
 THREADS_SHAPE = (16, 48)  # the batch that decides how many torch threads a CPU model runs with
-THREAD_GAIN = 1.15  # more threads must be at least this much faster than one to be kept
+CHEAP_TEXT_S = 0.001  # one thread's forward time per text below which the HTTP side sets the pace
 
 log = logging.getLogger("carpool.models")
 _threads_kept = 0  # torch's thread count is per process: the most any loaded model asked for
@@ -90,9 +90,18 @@ def require_device(device: str) -> None:
         )
 
 
-def threads_for(one_thread_s: float, all_threads_s: float, most: int) -> int:
-    """`most` torch threads when they run a batch THREAD_GAIN times faster than one; else one."""
-    if all_threads_s <= 0 or one_thread_s / all_threads_s < THREAD_GAIN:
+def threads_for(one_thread_s: float, texts: int, most: int) -> int:
+    """`most` torch threads for a model whose forward pass costs at least CHEAP_TEXT_S per text on
+    one thread (`one_thread_s` for a batch of `texts`); one for a cheaper model, or without a timing.
+
+    Below that cost the HTTP side spends about as much per request as the model (a quarter of a
+    millisecond on a 2-core CPU), so the pod's pace is set by HTTP and the cores are worth more
+    there: extra torch threads would spin, and a forward split over cores that HTTP keeps busy waits
+    for its slowest thread. Above it the model sets the pace and a forward split over every core is
+    the fastest. The rule reads one time, which other work on the machine can only lengthen: a
+    cheap model (a tiny BERT: 0.1 ms per text) would need ten times its time to be taken for a
+    costly one, and a costly one (MiniLM: 13 ms) can never look cheap."""
+    if one_thread_s <= 0 or texts <= 0 or one_thread_s / texts < CHEAP_TEXT_S:
         return 1
     return most
 
@@ -255,26 +264,6 @@ class HFClassifier:
             timings.append(time.perf_counter() - started)
         return min(timings)
 
-    def _fastest_interleaved(
-        self, rows: list[list[int]], threads: Sequence[int], runs: int = 4
-    ) -> list[float]:
-        """For each thread count, the fastest of `runs` timed passes, taken in turns (1, 2, 1, 2, ...).
-
-        Taking turns spreads each count's passes over the whole measurement, so a burst of other
-        work (an HTTP worker importing its libraries while the model warms up) slows some passes
-        of each count rather than all passes of one, and the minimum of each sees a quiet moment."""
-        fastest = [float("inf")] * len(threads)
-        for count in threads:  # a first, untimed pass at each count
-            self._torch.set_num_threads(count)
-            self._probabilities(rows)
-        for _ in range(runs):
-            for index, count in enumerate(threads):
-                self._torch.set_num_threads(count)
-                started = time.perf_counter()
-                self._probabilities(rows)
-                fastest[index] = min(fastest[index], time.perf_counter() - started)
-        return fastest
-
     def warmup(self) -> list[WarmupSample]:
         """Choose the torch threads (on a CPU), then time a few representative shapes; on CUDA,
         measure each one's peak memory too."""
@@ -315,31 +304,31 @@ class HFClassifier:
         return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
     def _choose_threads(self) -> None:
-        """On a CPU, one torch thread unless more are measurably faster for this model.
-
-        torch's threads spin while they wait, and in a pod they share the cores with the HTTP
-        workers: a second thread that a small model cannot use takes a core from them, and when the
-        cores are busy a multi-threaded forward waits for its slowest thread. So a batch of
-        THREADS_SHAPE is timed with every usable core and with one, and the extra threads are kept
-        only when they are THREAD_GAIN times faster (a MiniLM on 2 cores: kept; a tiny BERT: not).
-        """
+        """On a CPU, every usable core for a model that sets the pod's pace, one for a model too
+        cheap to (`threads_for`): a batch of THREADS_SHAPE is timed on one thread and the time per
+        text decides (a MiniLM on 2 cores: both; a tiny BERT: one, leaving the other to HTTP)."""
         global _threads_kept
         torch = self._torch
         most = hardware.usable_cpus()
         if self.device != "cpu" or most <= 1:
             self.torch_threads = torch.get_num_threads() if self.device == "cpu" else None
             return
-        rows = [self._row(THREADS_SHAPE[1])] * THREADS_SHAPE[0]
-        many, one = self._fastest_interleaved(rows, (most, 1))
-        gain = one / many if many > 0 else 1.0
-        chosen = threads_for(one, many, most)
+        texts, length = THREADS_SHAPE
+        torch.set_num_threads(1)
+        one = self._fastest([self._row(length)] * texts)
+        chosen = threads_for(one, texts, most)
         _threads_kept = max(_threads_kept, chosen)
         torch.set_num_threads(_threads_kept)
         self.torch_threads = _threads_kept
+        per_text_ms = one * 1000 / texts
         self.torch_threads_reason = (
-            f"a batch of {THREADS_SHAPE[0]}x{THREADS_SHAPE[1]} tokens took {many * 1000:.2f} ms with "
-            f"{most} threads and {one * 1000:.2f} ms with 1 ({gain:.2f}x): "
-            + (f"{most} threads" if chosen > 1 else "1 thread, leaving the other cores to HTTP")
+            f"a batch of {texts}x{length} tokens took {one * 1000:.2f} ms on 1 thread, "
+            f"{per_text_ms:.3f} ms per text: "
+            + (
+                f"at least {CHEAP_TEXT_S * 1000:g} ms, the model sets the pace: {most} threads"
+                if chosen > 1
+                else f"under {CHEAP_TEXT_S * 1000:g} ms, HTTP sets the pace: 1 thread, the rest to HTTP"
+            )
         )
         log.info("model %s: %s", self.name, self.torch_threads_reason)
 
