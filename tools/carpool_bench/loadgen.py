@@ -77,18 +77,37 @@ class LoadResult:
             self.error_samples.append(message)
 
 
-def encode_requests(target: Target, texts: Sequence[str], model: str) -> list[bytes]:
-    """One complete POST /predict request per text, headers and body, ready for the socket."""
-    host = target.host if target.port == 80 else f"{target.host}:{target.port}"
-    encoded = []
-    for text in texts:
-        body = json.dumps({"text": text, "models": [model]}, separators=(",", ":")).encode()
-        head = (
-            f"POST {target.prefix}/predict HTTP/1.1\r\nHost: {host}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+def encode_requests(
+    target: Target, texts: Sequence[str], model: str, *, deadline_ms: int | None = None
+) -> list[bytes]:
+    """One complete POST /predict request per text, headers and body, ready for the socket; with
+    `deadline_ms`, each carries it as X-Request-Timeout-Ms."""
+    extra = {} if deadline_ms is None else {"X-Request-Timeout-Ms": str(deadline_ms)}
+    return [_post(target, "/predict", {"text": text, "models": [model]}, extra) for text in texts]
+
+
+def encode_batches(target: Target, texts: Sequence[str], model: str, *, items: int) -> list[bytes]:
+    """POST /predict/batch requests of `items` texts each, taken from `texts` in turn."""
+    return [
+        _post(
+            target,
+            "/predict/batch",
+            [{"text": texts[(start + i) % len(texts)], "models": [model]} for i in range(items)],
+            {},
         )
-        encoded.append(head.encode("latin-1") + body)
-    return encoded
+        for start in range(0, len(texts), items)
+    ]
+
+
+def _post(target: Target, path: str, document: Any, headers: dict[str, str]) -> bytes:
+    host = target.host if target.port == 80 else f"{target.host}:{target.port}"
+    body = json.dumps(document, separators=(",", ":")).encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head = (
+        f"POST {target.prefix}{path} HTTP/1.1\r\nHost: {host}\r\n{extra}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 class _ResponseError(Exception):

@@ -27,15 +27,16 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from carpool_bench import loadgen, server
 
 __all__ = ["OverloadResult", "SoakSlice", "overload_storm", "soak_summary"]
 
 PROBE_EVERY_S = 0.2
+T = TypeVar("T")
 RATIOS = {  # what --overload reports, each round: (numerator, denominator) of the runs' goodputs
     "goodput_ratio_8_vs_256": ("storm_queue_8", "storm_queue_256"),
     "storm_vs_calm_8": ("storm_queue_8", "calm_queue_8"),
@@ -43,6 +44,7 @@ RATIOS = {  # what --overload reports, each round: (numerator, denominator) of t
     "raw_8_vs_256": ("raw_queue_8", "raw_queue_256"),  # the model alone, fed from full queues
     "storm_8_vs_raw_8": ("storm_queue_8", "raw_queue_8"),
 }
+LANES = {"queue": 256, "deadline_ms": 500, "bulk_clients": 4, "bulk_items": 32}  # the lanes run's setting
 Feed = Callable[[int, float, float], tuple[float, float]]  # (queue, seconds, warm-up) -> texts/s, batch
 
 
@@ -61,6 +63,9 @@ class OverloadResult:
     errors: int = 0
     probe_latencies_s: list[float] = field(default_factory=list)
     probe_failures: int = 0
+    items: int = 1  # texts per request (a /predict/batch request carries several)
+    ok_latencies_s: list[float] = field(default_factory=list)  # the 200s answered in the window
+    expired_waits_ms: list[float] = field(default_factory=list)  # what each 504 said it waited
 
     @property
     def goodput(self) -> float:
@@ -86,7 +91,24 @@ class OverloadResult:
             "probe_max_ms": round(probes[-1] * 1000, 1) if probes else None,
             "probe_p99_ms": round(probes[int(0.99 * (len(probes) - 1))] * 1000, 1) if probes else None,
             "probe_failures": self.probe_failures,
-        }
+        } | self._latency_summary()
+
+    def _latency_summary(self) -> dict[str, Any]:
+        """Latency of the answered requests, texts per second, and what the expired ones waited."""
+        ok = sorted(self.ok_latencies_s)
+        found: dict[str, Any] = {}
+        if ok:
+            found["p50_ms"] = round(_quantile(ok, 0.5) * 1000, 1)
+            found["p99_ms"] = round(_quantile(ok, 0.99) * 1000, 1)
+        if self.items > 1:
+            found["texts_per_s"] = round(self.goodput * self.items, 2)
+        if self.expired_waits_ms:
+            found["expired_waited_ms_p50"] = round(statistics.median(self.expired_waits_ms), 1)
+        return found
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    return ordered[int(q * (len(ordered) - 1))]
 
 
 async def _exchange(
@@ -127,6 +149,7 @@ async def _client(
                 continue
         payload = requests[index % len(requests)]
         index += 1
+        sent = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
                 status, headers, body = await _exchange(*streams, payload)
@@ -143,6 +166,10 @@ async def _client(
             advised_wait = None
         if status == 200 and start <= done <= end:
             result.ok_in_window += 1
+            result.ok_latencies_s.append(done - sent)
+        if status == 504:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                result.expired_waits_ms.append(float(json.loads(body)["waited_ms"]))
         if headers.get("connection", "").lower() == "close":
             streams[1].close()
             streams = None
@@ -207,16 +234,49 @@ async def overload_storm(
     return result
 
 
-def run_storm(storm: Any) -> OverloadResult:
-    """`storm` (an `overload_storm(...)`) on a fresh event loop (uvloop when installed)."""
+async def lanes_storm(
+    url: str,
+    texts: Sequence[str],
+    model: str,
+    *,
+    clients: int,
+    deadline_ms: int,
+    bulk_clients: int,
+    bulk_items: int,
+    duration_s: float,
+    warmup_s: float,
+    timeout_s: float = 30.0,
+) -> tuple[OverloadResult, OverloadResult]:
+    """Both lanes at once: `clients` interactive users of /predict, each request carrying a
+    deadline of `deadline_ms` and retried at once when refused or expired, beside `bulk_clients`
+    users of /predict/batch with `bulk_items` texts a request and no deadline."""
+    target = loadgen.Target.parse(url)
+    start = time.perf_counter() + warmup_s
+    window = (start, start + duration_s)
+    interactive = OverloadResult(clients, duration_s, False)
+    bulk = OverloadResult(bulk_clients, duration_s, False, items=bulk_items)
+    timed = loadgen.encode_requests(target, texts, model, deadline_ms=deadline_ms)
+    batches = loadgen.encode_batches(target, texts, model, items=bulk_items)
+    lanes = [(timed, interactive)] * clients + [(batches, bulk)] * bulk_clients
+    tasks = [
+        asyncio.create_task(_client(target, requests, i, window, result, timeout_s))
+        for i, (requests, result) in enumerate(lanes)
+    ]
+    tasks.append(asyncio.create_task(_probe(url, window[1], interactive)))
+    await loadgen.run_all(tasks)
+    return interactive, bulk
+
+
+def run_storm(storm: Coroutine[Any, Any, T]) -> T:
+    """`storm` (an `overload_storm(...)` or `lanes_storm(...)`) on a fresh event loop (uvloop when
+    installed): what it returns."""
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        result: OverloadResult = runner.run(storm)
-        return result
+        return runner.run(storm)
 
 
 # -- soak -----------------------------------------------------------------------------------------
@@ -360,6 +420,17 @@ def run_overload(
         f"{runs['storm_vs_calm_8_spread']}; the queue's size: calm on 8 / storm on 256 "
         f"{runs['calm_8_vs_256']} {runs['calm_8_vs_256_spread']}"
     )
+    runs["deadlines_and_lanes"] = _lanes_run(url, admin, corpus, model, clients, duration_s, warmup_s)
+    lanes = runs["deadlines_and_lanes"]
+    say(f"deadlines_and_lanes: {json.dumps(lanes)}")
+    say(
+        f"  {clients} /predict clients with a {LANES['deadline_ms']} ms deadline beside "
+        f"{LANES['bulk_clients']} /predict/batch clients of {LANES['bulk_items']} texts, queue of "
+        f"{LANES['queue']}: interactive answered {lanes['interactive']['goodput_rps']}/s "
+        f"(p99 {lanes['interactive'].get('p99_ms')} ms), {lanes['expired']} dropped unrun at their "
+        f"deadline (504 share {lanes['interactive']['status_shares'].get('504', 0)}); bulk "
+        f"{lanes['bulk'].get('texts_per_s')} texts/s (p50 {lanes['bulk'].get('p50_ms')} ms a request)"
+    )
     if feed is not None:
         sizes = f"{_batch_sizes(runs['raw_queue_8'])} against {_batch_sizes(runs['raw_queue_256'])}"
         say(
@@ -399,6 +470,45 @@ def _storm_run(
     )
     size = server.average_batch_size(before, admin.batch_counters(model))
     return result.summary() | {"avg_batch_size": None if size is None else round(size, 2)}
+
+
+def _lanes_run(
+    url: str,
+    admin: Any,
+    corpus: Sequence[str],
+    model: str,
+    clients: int,
+    duration_s: float,
+    warmup_s: float,
+) -> dict[str, Any]:
+    """Both priority lanes under overload, the interactive one with deadlines (`LANES`): each
+    lane's summary, and how many requests the pod dropped at their deadline before the model ran
+    them (its stats' `expired`)."""
+    admin.configure({"max_queue_size": LANES["queue"]})
+    expired_before = _expired(admin.stats(), model)
+    interactive, bulk = run_storm(
+        lanes_storm(
+            url,
+            corpus,
+            model,
+            clients=clients,
+            deadline_ms=LANES["deadline_ms"],
+            bulk_clients=LANES["bulk_clients"],
+            bulk_items=LANES["bulk_items"],
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+        )
+    )
+    return {
+        "interactive": interactive.summary(),
+        "bulk": bulk.summary(),
+        "expired": _expired(admin.stats(), model) - expired_before,
+    } | dict(LANES)
+
+
+def _expired(stats: dict[str, Any], model: str) -> int:
+    entry = (stats.get("models") or {}).get(model) or {}
+    return int((entry.get("requests") or {}).get("expired", 0))
 
 
 def _batch_sizes(summaries: Sequence[dict[str, Any]]) -> str:

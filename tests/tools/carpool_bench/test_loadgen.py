@@ -64,6 +64,17 @@ def test_requests_are_encoded_once_with_their_length() -> None:
 
 
 @pytest.mark.unit
+def test_a_deadline_travels_as_a_header_and_bulk_requests_carry_their_items() -> None:
+    target = loadgen.Target.parse("http://127.0.0.1:8123")
+    [timed] = loadgen.encode_requests(target, ["one"], "tiny", deadline_ms=500)
+    assert b"\r\nX-Request-Timeout-Ms: 500\r\n" in timed.partition(b"\r\n\r\n")[0]
+    batches = loadgen.encode_batches(target, ["a", "b", "c"], "tiny", items=2)
+    bodies = [json.loads(request.partition(b"\r\n\r\n")[2]) for request in batches]
+    assert all(request.startswith(b"POST /predict/batch HTTP/1.1\r\n") for request in batches)
+    assert [[item["text"] for item in body] for body in bodies] == [["a", "b"], ["c", "a"]]  # round the texts
+
+
+@pytest.mark.unit
 def test_only_plain_http_urls_are_accepted() -> None:
     with pytest.raises(ValueError, match="https://x"):
         loadgen.Target.parse("https://x")

@@ -69,7 +69,8 @@ def test_the_overload_and_soak_modes_write_their_reports(pod: ServingPod, tmp_pa
     ratios += ("raw_8_vs_256", "storm_8_vs_raw_8")
     runs = {"rounds", "storm_queue_8", "calm_queue_8", "polite_queue_8", "storm_queue_256"}
     runs |= {"raw_queue_8", "raw_queue_256"}  # the model alone, fed from full queues: the bound
-    assert set(report) == runs | set(ratios) | {f"{ratio}_spread" for ratio in ratios}
+    once = {"deadlines_and_lanes"}
+    assert set(report) == runs | once | set(ratios) | {f"{ratio}_spread" for ratio in ratios}
     assert report["rounds"] == 2 and all(
         len(report[name]) == 2 for name in runs - {"rounds", "polite_queue_8"}
     )
@@ -81,6 +82,14 @@ def test_the_overload_and_soak_modes_write_their_reports(pod: ServingPod, tmp_pa
     # each storm says how full its batches were: a queue of 8 cannot fill more than 8 and those
     # the model's forward pass overlaps
     assert all(run["avg_batch_size"] >= 1 for run in report["storm_queue_8"] + report["storm_queue_256"])
+    # both lanes at once: interactive requests with a deadline beside /predict/batch ones, which
+    # keep moving; whatever expired was dropped unrun and counted by the pod
+    lanes = report["deadlines_and_lanes"]
+    assert lanes["deadline_ms"] == 500 and lanes["bulk_items"] == 32
+    assert lanes["interactive"]["goodput_rps"] > 0 and lanes["bulk"]["texts_per_s"] > 0
+    assert set(lanes["interactive"]["status_shares"]) <= {"200", "429", "504"}
+    assert lanes["bulk"]["status_shares"] == {"200": 1.0}
+    assert lanes["expired"] >= 0 and lanes["interactive"]["p99_ms"] >= lanes["interactive"]["p50_ms"]
     # the bound: the model in the bench fed from a queue of 8 and of as many as the clients keep waiting
     assert [run["queue"] for run in report["raw_queue_8"] + report["raw_queue_256"]] == [8, 8, 12, 12]
     assert all(run["texts_per_s"] > 0 and 1 <= run["avg_batch_size"] <= 8 for run in report["raw_queue_8"])
