@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from carpool_bench import loadgen, server
+from carpool_bench import loadgen, report, server
 
 __all__ = ["OverloadResult", "SoakSlice", "overload_storm", "soak_summary"]
 
@@ -89,26 +89,22 @@ class OverloadResult:
                 else None
             ),
             "probe_max_ms": round(probes[-1] * 1000, 1) if probes else None,
-            "probe_p99_ms": round(probes[int(0.99 * (len(probes) - 1))] * 1000, 1) if probes else None,
+            "probe_p99_ms": round(report.percentile(probes, 99) * 1000, 1) if probes else None,
             "probe_failures": self.probe_failures,
         } | self._latency_summary()
 
     def _latency_summary(self) -> dict[str, Any]:
         """Latency of the answered requests, texts per second, and what the expired ones waited."""
-        ok = sorted(self.ok_latencies_s)
+        ok = self.ok_latencies_s
         found: dict[str, Any] = {}
         if ok:
-            found["p50_ms"] = round(_quantile(ok, 0.5) * 1000, 1)
-            found["p99_ms"] = round(_quantile(ok, 0.99) * 1000, 1)
+            found["p50_ms"] = round(report.percentile(ok, 50) * 1000, 1)
+            found["p99_ms"] = round(report.percentile(ok, 99) * 1000, 1)
         if self.items > 1:
             found["texts_per_s"] = round(self.goodput * self.items, 2)
         if self.expired_waits_ms:
             found["expired_waited_ms_p50"] = round(statistics.median(self.expired_waits_ms), 1)
         return found
-
-
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    return ordered[int(q * (len(ordered) - 1))]
 
 
 async def _exchange(
@@ -396,7 +392,7 @@ def run_overload(
                 fed = {"queue": queue, "texts_per_s": round(rate, 2), "avg_batch_size": round(size, 2)}
                 runs[name].append(fed)
                 goodputs[name] = rate
-                say(f"{name}, round {number}/{rounds}: {json.dumps(runs[name][-1])}")
+                say(f"{name}, round {number}/{rounds}: {json.dumps(fed)}")
         for key in ratios:
             over, under = RATIOS[key]
             if goodputs[under]:
