@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from carpool_bench import compare, overload, reference, server
-from serving.batching import policies
-from serving.batching.cost import CPU_SEED, CostModel
-from serving.batching.stats import WAIT_EWMA
 
 __all__ = ["run", "run_compare"]
 
@@ -46,7 +43,9 @@ def run(
             original = admin.stats()["config"]
             admin.predict(corpus[0], model)
             results: dict[str, Any] = {"url": url, "model": model}
-            feed = _feed(raw_model(admin), admin.stats(), model) if raw_model is not None else None
+            feed = None
+            if raw_model is not None:
+                feed = reference.pod_feed(raw_model(admin), admin.stats(), model)
             try:
                 if args.overload:
                     results["overload"] = overload.run_overload(
@@ -83,31 +82,6 @@ def run(
     path.write_text(json.dumps(results, indent=2) + "\n")
     say(f"wrote {path}")
     return 0
-
-
-def _feed(raw: reference.RawModel, stats: dict[str, Any], model: str) -> overload.Feed:
-    """The raw model fed from a full queue, its riders chosen by the pod's own rule
-    (`policies.select`, age credit included) with the cost model the pod fitted for `model` and
-    its max_batch_size; the typical wait that scales the credit is measured in the feed as the pod
-    measures its own (an average over the riders' waits)."""
-    entry = (stats.get("models") or {}).get(model) or {}
-    fitted = entry.get("cost_model")
-    cost = CostModel(fitted["fixed_ms"] / 1e3, fitted["per_token_us"] / 1e6) if fitted else CPU_SEED
-    cap = int((entry.get("config") or stats.get("config") or {}).get("max_batch_size", 32))
-
-    def feed(queue: int, seconds: float, warmup_s: float) -> tuple[float, float]:
-        typical_wait_s = 0.0
-
-        def pick(waiting: Sequence[reference.Queued], now: float) -> Sequence[int]:
-            nonlocal typical_wait_s
-            riders = policies.select(waiting, cap=cap, cost=cost, now=now, typical_wait_s=typical_wait_s)
-            for i in riders:
-                typical_wait_s += WAIT_EWMA * (now - waiting[i].enqueued_at - typical_wait_s)
-            return riders
-
-        return raw.fed_from_queue(queue, seconds, pick, warmup_s=warmup_s)
-
-    return feed
 
 
 def run_compare(

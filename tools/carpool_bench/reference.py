@@ -10,8 +10,10 @@ no server at all. Three references:
   minimal, so this is the ceiling for this traffic on this machine.
 - max batch size, arrival order: batches cut from the texts as they come; shows what padding costs.
 
-And, for `--overload`, the model fed from a queue that is always full (`RawModel.fed_from_queue`):
-what a queue of that size lets the model do, whatever the server in front of it.
+And the model fed from a queue that is always full (`RawModel.fed_from_queue`, with the pod's own
+rider choice: `pod_feed`): what a queue of that size lets the model do, whatever the server in front
+of it. The bench measures it after each cell at its top concurrency (a closed loop of C clients
+keeps at most C texts waiting), and `--overload` for queues of 8 and 256.
 
 Each runtime (`torch`, `onnx`, `onnx-int8`: see serving.models.runtime) gets its own three, on the
 same texts: for an ONNX runtime the plain call is the padded tokenizer call fed to ONNX Runtime's
@@ -39,8 +41,20 @@ from typing import Any
 
 from carpool_bench import report
 from serving import hardware
+from serving.batching import policies
+from serving.batching.cost import CPU_SEED, CostModel
+from serving.batching.stats import WAIT_EWMA
 
-__all__ = ["Pick", "Queued", "RawModel", "detect_device", "sorted_batches", "warmup_batches"]
+__all__ = [
+    "Feed",
+    "Pick",
+    "Queued",
+    "RawModel",
+    "detect_device",
+    "pod_feed",
+    "sorted_batches",
+    "warmup_batches",
+]
 
 
 def detect_device() -> str:
@@ -114,6 +128,7 @@ class Queued:
 
 
 Pick = Callable[[Sequence[Queued], float], Sequence[int]]  # (waiting, now) -> the riders' indices
+Feed = Callable[[int, float, float], tuple[float, float]]  # (queue, seconds, warm-up) -> texts/s, batch
 
 
 @dataclass(frozen=True)
@@ -318,3 +333,28 @@ def _onnx_runner(
         shifted / shifted.sum(axis=1, keepdims=True)
 
     return run_batch
+
+
+def pod_feed(raw: RawModel, stats: dict[str, Any], model: str) -> Feed:
+    """`raw.fed_from_queue` with the riders chosen by the pod's own rule (`policies.select`, age
+    credit included), the cost model the pod fitted for `model` and its max_batch_size, both read
+    from its /batching/stats; the typical wait that scales the credit is measured in the feed as
+    the pod measures its own (an average over the riders' waits)."""
+    entry = (stats.get("models") or {}).get(model) or {}
+    fitted = entry.get("cost_model")
+    cost = CostModel(fitted["fixed_ms"] / 1e3, fitted["per_token_us"] / 1e6) if fitted else CPU_SEED
+    cap = int((entry.get("config") or stats.get("config") or {}).get("max_batch_size", 32))
+
+    def feed(queue: int, seconds: float, warmup_s: float) -> tuple[float, float]:
+        typical_wait_s = 0.0
+
+        def pick(waiting: Sequence[Queued], now: float) -> Sequence[int]:
+            nonlocal typical_wait_s
+            riders = policies.select(waiting, cap=cap, cost=cost, now=now, typical_wait_s=typical_wait_s)
+            for i in riders:
+                typical_wait_s += WAIT_EWMA * (now - waiting[i].enqueued_at - typical_wait_s)
+            return riders
+
+        return raw.fed_from_queue(queue, seconds, pick, warmup_s=warmup_s)
+
+    return feed
