@@ -105,6 +105,11 @@ class Cell:
     # on the same texts (see runner): the p50 of each side, measured within the same seconds
     paired_p50_ms: float | None = None
     paired_raw_p50_ms: float | None = None
+    # the top concurrency only: the raw model fed, just after the cell, from a queue that always
+    # holds `concurrency` texts (the most a closed loop of that many clients keeps waiting), its
+    # riders chosen by the pod's rule: texts/s and texts per forward pass (see runner)
+    fed_texts_per_s: float | None = None
+    fed_batch_size: float | None = None
 
     @property
     def paired_gap_ms(self) -> float | None:
@@ -112,6 +117,11 @@ class Cell:
         if self.paired_p50_ms is None or self.paired_raw_p50_ms is None:
             return None
         return self.paired_p50_ms - self.paired_raw_p50_ms
+
+    @property
+    def fed_ratio(self) -> float | None:
+        """Throughput over the raw model fed from a full queue of the cell's concurrency."""
+        return None if self.fed_texts_per_s is None else _ratio(self.throughput, self.fed_texts_per_s)
 
     @property
     def tail_ratio(self) -> float:
@@ -248,6 +258,14 @@ def _round_readings(cells: Sequence[Cell], refs_at: RefsAt, top: int, low: int) 
         refs = refs_at(cell)
         found.append((f"{strategy} c={top} / sorted ceiling", _over(cell, refs.ceiling), "x", goal))
         found.append((f"{strategy} c={top} / raw batch 1", _over(cell, refs.single), "x", None))
+        if cell.fed_texts_per_s is not None:
+            # The bound a queue of `top` sets, whatever the server: the riders come from at most
+            # `top` waiting texts, not from all of them sorted. Measured seconds after the cell.
+            fed = f"raw fed from a queue of {top}"
+            found.append(
+                (f"{fed} / sorted ceiling", _ratio(cell.fed_texts_per_s, refs.ceiling.texts_per_s), "x", None)
+            )
+            found.append((f"{strategy} c={top} / {fed}", cell.fed_ratio or math.nan, "x", None))
     for strategy in strategies:
         cell = _find(cells, strategy, top)
         if cell is not None:
@@ -426,6 +444,7 @@ def results_json(
                 "single_texts_per_s": at.single.texts_per_s,
                 "ceiling_ratio": _ratio(cell.throughput, at.ceiling.texts_per_s),
                 "single_ratio": _ratio(cell.throughput, at.single.texts_per_s),
+                "fed_ratio": cell.fed_ratio,
             }
         )
     strict: dict[str, Any] = _strict(

@@ -6,7 +6,9 @@ happens in between, and what a new way of loading the server (another protocol, 
 changes. Each cell sets its strategy through POST /batching/configure, reads the batch counters of
 /metrics before and after, and records the share of the machine other processes used meanwhile
 (with a server the bench started); each reference measurement records how much CPU the idle server
-took, since the references need the whole machine.
+took, since the references need the whole machine. A concurrency-1 cell is followed by its requests
+alternated with the raw batch-1 call; a batching cell at the top concurrency by the raw model fed
+from a queue as full as its clients keep it (the bound that queue sets).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def _run_cell(
     foreign: server.ForeignLoad | None,
     say: Callable[[str], None],
     raw: reference.RawModel | None = None,
+    top: int = 0,
 ) -> report.Cell:
     admin.configure({"enable": True, "strategy": step.strategy, "max_batch_size": settings.max_batch_size})
     before = admin.batch_counters(settings.model)
@@ -95,6 +98,9 @@ def _run_cell(
     paired: tuple[float, float] | None = None
     if raw is not None and step.concurrency == 1:
         paired = _pairs(settings, target, requests, raw, load)
+    fed: tuple[float, float] | None = None
+    if raw is not None and step.concurrency == top and step.strategy != "single_request":
+        fed = _fed(settings, admin, raw, step.concurrency)
     cell = report.Cell(
         strategy=step.strategy,
         concurrency=step.concurrency,
@@ -112,6 +118,8 @@ def _run_cell(
         at_s=started + settings.warmup_s + settings.duration_s / 2,
         paired_p50_ms=paired[0] if paired else None,
         paired_raw_p50_ms=paired[1] if paired else None,
+        fed_texts_per_s=fed[0] if fed else None,
+        fed_batch_size=fed[1] if fed else None,
     )
     say(
         f"  {cell.throughput:.1f} req/s, p50 {cell.p50_ms:.1f} ms, p99 {cell.p99_ms:.1f} ms, "
@@ -124,9 +132,29 @@ def _run_cell(
             f"  alternated with the raw batch-1 call: served p50 {cell.paired_p50_ms:.2f} ms, "
             f"raw {cell.paired_raw_p50_ms:.2f} ms, gap {cell.paired_gap_ms:.2f} ms"
         )
+    if cell.fed_ratio is not None and fed is not None:
+        say(
+            f"  the raw model fed from a full queue of {step.concurrency} (the pod's pick): "
+            f"{fed[0]:.1f} texts/s, {fed[1]:.1f} a pass; the cell served {cell.fed_ratio:.2f}x of it"
+        )
     for sample in load.error_samples:
         say(f"  error: {sample}")
     return cell
+
+
+def _fed(
+    settings: CellSettings, admin: AdminSide, raw: reference.RawModel, queue: int
+) -> tuple[float, float] | None:
+    """A top-concurrency cell's bound, measured with the pod idle just after it: the raw model fed
+    for `duration_s` from a queue that always holds `queue` texts, as many as the cell's clients
+    can keep waiting, with the riders the pod's rule picks from them (`reference.pod_feed`, its
+    fitted cost model). A closed loop of that many clients never has more to batch from, so no
+    server reaches more than this on the machine as it is. (texts/s, texts per forward pass);
+    None for a server without Carpool's /batching/stats (a v2 peer)."""
+    if not isinstance(admin, server.Admin):
+        return None
+    feed = reference.pod_feed(raw, admin.stats(), settings.model)
+    return feed(queue, settings.duration_s, min(settings.warmup_s, 1.0))
 
 
 def _pairs(
@@ -171,6 +199,8 @@ def run(
     total_cells = sum(step.cell for step in steps)
     total_refs = len(steps) - total_cells
     total_rounds = max((step.round for step in steps), default=0)
+    top = max((step.concurrency for step in steps if step.cell), default=0)
+    top = top if top > 1 else 0  # one client keeps nothing waiting: no queue to feed from
     foreign = server.ForeignLoad(spawned.pid) if spawned else None
     clock = Clock()
     measured = Measured()
@@ -181,7 +211,7 @@ def run(
                 f"{step.strategy} at concurrency {step.concurrency} "
                 f"(warm-up {settings.warmup_s:g} s, measure {settings.duration_s:g} s)"
             )
-            measured.cells.append(_run_cell(settings, admin, step, clock, foreign, say, raw))
+            measured.cells.append(_run_cell(settings, admin, step, clock, foreign, say, raw, top))
             continue
         server_cpu = spawned.cpu_seconds() if spawned else 0.0
         started = time.perf_counter()

@@ -134,6 +134,8 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
     assert "[bench] references 5/5: sorted ceiling" in out
     # each concurrency-1 cell is followed by its served requests alternated with the raw call
     assert out.count("  alternated with the raw batch-1 call: served p50 ") == 6
+    # each batching cell at the top concurrency is followed by the raw model fed from its queue
+    assert out.count("  the raw model fed from a full queue of 4 (the pod's pick): ") == 4
     table = (tmp_path / "bench.txt").read_text()
     assert table in out
     assert "strategy          conc    req/s   p50 ms" in table and "medians over 2 rounds" in table
@@ -162,7 +164,13 @@ def test_spawn_runs_the_grid_and_writes_table_results_and_plot(
         assert any(a <= run["at_s"] <= b for a, b in itertools.pairwise(moments))
         low, high = sorted(_ceilings_around(refs, run["at_s"]))
         assert low <= run["ceiling_texts_per_s"] <= high
+    fed = [(r["strategy"], r["fed_batch_size"]) for r in runs if r["fed_texts_per_s"] is not None]
+    assert sorted(s for s, _ in fed) == ["adaptive"] * 2 + ["batch_optimized"] * 2
+    assert all(1 <= size <= 4 for _, size in fed)  # never more riders than the queue of 4 holds
+    assert all(r["fed_ratio"] > 0 for r in runs if r["fed_texts_per_s"] is not None)
     assert {check["name"] for check in results["checks"]} >= {
+        "raw fed from a queue of 4 / sorted ceiling",
+        "adaptive c=4 / raw fed from a queue of 4",
         "batch_optimized c=4 / sorted ceiling",
         "adaptive c=1 p50 - raw batch 1 p50",
         "adaptive c=1 p50 - raw batch 1 p50, paired",

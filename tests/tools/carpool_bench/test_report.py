@@ -52,6 +52,8 @@ def _cell(
         at_s=kw.get("at_s", 0.0),
         paired_p50_ms=kw.get("paired"),
         paired_raw_p50_ms=kw.get("paired_raw"),
+        fed_texts_per_s=kw.get("fed"),
+        fed_batch_size=kw.get("fed_batch"),
     )
 
 
@@ -112,6 +114,25 @@ def test_the_concurrency_1_goal_reads_the_alternated_pairs_when_there_are_some()
     assert found["adaptive c=1 p50 - raw batch 1 p50"].ok is None
     paired = found["adaptive c=1 p50 - raw batch 1 p50, paired"]
     assert paired.value == pytest.approx(1.2) and paired.goal == "<= 2" and paired.ok is True
+
+
+def test_a_top_cell_fed_bound_reads_against_the_ceiling_and_the_cell_over_it() -> None:
+    """The raw model fed from a full queue of 64 ran at 180 texts/s (0.9x the 200 of the sorted
+    ceiling); the cell served 153, so 0.85x of the ceiling is 0.85 / 0.9 of what its queue allowed.
+    Over two strategies the bound line is the median of both feeds; a cell without one adds none."""
+    grid = [
+        _cell("batch_optimized", 64, 153.0, 330.0, 500.0, fed=180.0, fed_batch=8.4),
+        _cell("adaptive", 64, 150.0, 330.0, 500.0, fed=170.0, fed_batch=8.1),
+        _cell("single_request", 64, 100.0, 600.0, 700.0),
+    ]
+    found = {check.name: check for check in report.checks(grid, _same)}
+    assert found["raw fed from a queue of 64 / sorted ceiling"].value == pytest.approx(0.875)
+    assert found["raw fed from a queue of 64 / sorted ceiling"].low == pytest.approx(0.85)
+    assert found["batch_optimized c=64 / raw fed from a queue of 64"].value == pytest.approx(0.85)
+    assert found["adaptive c=64 / raw fed from a queue of 64"].value == pytest.approx(150 / 170)
+    assert "single_request c=64 / raw fed from a queue of 64" not in found
+    assert grid[0].fed_ratio == pytest.approx(0.85) and grid[2].fed_ratio is None
+    assert all("raw fed" not in check.name for check in report.checks(GRID, _same))
 
 
 def test_checks_skip_what_the_grid_did_not_measure() -> None:
