@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from carpool_bench import loadgen, report, server
-from carpool_bench.reference import Feed
 
 __all__ = ["OverloadResult", "SoakSlice", "overload_storm", "soak_summary"]
 
@@ -46,6 +45,7 @@ RATIOS = {  # what --overload reports, each round: (numerator, denominator) of t
     "storm_8_vs_raw_8": ("storm_queue_8", "raw_queue_8"),
 }
 LANES = {"queue": 256, "deadline_ms": 500, "bulk_clients": 4, "bulk_items": 32}  # the lanes run's setting
+Feed = Callable[[int, float, float], tuple[float, float]]  # (queue, seconds, warm-up) -> texts/s, batch
 
 
 @dataclass
