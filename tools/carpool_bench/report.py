@@ -376,6 +376,7 @@ def format_spread(table: Sequence[Row]) -> str:
 
 
 def format_checks(found: Sequence[Check]) -> str:
+    width = max((len(check.name) for check in found), default=0)
     lines = []
     for check in found:
         verdict = "" if check.ok is None else ("  ok" if check.ok else "  MISSED")
@@ -383,7 +384,8 @@ def format_checks(found: Sequence[Check]) -> str:
         spread = ""
         if check.low is not None and check.high is not None and check.low < check.high:
             spread = f"  [{_num(check.low, 2)}-{_num(check.high, 2)}]"
-        lines.append(f"  {check.name:<46} {_num(check.value, 2):>8} {check.unit:<2}{spread}{goal}{verdict}")
+        value = f"{_num(check.value, 2):>8} {check.unit:<2}"
+        lines.append(f"  {check.name:<{width}} {value}{spread}{goal}{verdict}")
     return "\n".join(lines)
 
 

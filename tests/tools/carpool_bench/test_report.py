@@ -133,6 +133,8 @@ def test_a_top_cell_fed_bound_reads_against_the_ceiling_and_the_cell_over_it() -
     assert "single_request c=64 / raw fed from a queue of 64" not in found
     assert grid[0].fed_ratio == pytest.approx(0.85) and grid[2].fed_ratio is None
     assert all("raw fed" not in check.name for check in report.checks(GRID, _same))
+    lines = report.format_checks(list(found.values())).splitlines()
+    assert len({line.index(" x ") for line in lines if " x " in line}) == 1  # the longest name fits
 
 
 def test_checks_skip_what_the_grid_did_not_measure() -> None:
