@@ -330,11 +330,12 @@ def format_references(refs: References, measured: int = 1) -> str:
         f"Raw model in-process on {refs.device} ({refs.dtype}), {refs.threads} torch threads "
         f"(texts of {refs.tokens_min}/{refs.tokens_mean:.1f}/{refs.tokens_max} tokens min/mean/max){times}:"
     ]
+    width = max(32, *(len(ref.label) for ref in (refs.single, refs.ceiling, refs.arrival)))
     for ref in (refs.single, refs.ceiling, refs.arrival):
         per_call = "per text " if ref.batch_size == 1 else "per batch"
         other = "" if ref.other_load is None else f"   other {_percent(ref.other_load)}"
         rate = f"{ref.texts_per_s:8.1f} texts/s"
-        lines.append(f"  {ref.label:<32} {rate}   p50 {ref.p50_ms:7.2f} ms {per_call}{other}")
+        lines.append(f"  {ref.label:<{width}} {rate}   p50 {ref.p50_ms:7.2f} ms {per_call}{other}")
     return "\n".join(lines)
 
 

@@ -264,6 +264,10 @@ def test_references_print_the_token_spread_and_each_reference() -> None:
     disturbed = dataclasses.replace(REFS, single=dataclasses.replace(REFS.single, other_load=0.37))
     assert report.format_references(disturbed).splitlines()[1].endswith("ms per text    other 37%")
     assert "median of 7 measurements between cells" in report.format_references(REFS, 7)
+    tagged = dataclasses.replace(
+        REFS, ceiling=dataclasses.replace(REFS.ceiling, label=REFS.ceiling.label + " [onnx-int8]")
+    )
+    assert len({line.index("texts/s") for line in report.format_references(tagged).splitlines()[1:]}) == 1
 
 
 def test_results_json_is_strict_json_with_medians_and_every_measurement() -> None:
