@@ -259,13 +259,11 @@ def _round_readings(cells: Sequence[Cell], refs_at: RefsAt, top: int, low: int) 
         found.append((f"{strategy} c={top} / sorted ceiling", _over(cell, refs.ceiling), "x", goal))
         found.append((f"{strategy} c={top} / raw batch 1", _over(cell, refs.single), "x", None))
         if cell.fed_texts_per_s is not None:
-            # The bound a queue of `top` sets, whatever the server: the riders come from at most
-            # `top` waiting texts, not from all of them sorted. Measured seconds after the cell.
-            fed = f"raw fed from a queue of {top}"
-            found.append(
-                (f"{fed} / sorted ceiling", _ratio(cell.fed_texts_per_s, refs.ceiling.texts_per_s), "x", None)
-            )
-            found.append((f"{strategy} c={top} / {fed}", cell.fed_ratio or math.nan, "x", None))
+            # The bound a queue of `top` sets: the riders come from at most `top` waiting texts,
+            # not from all of them sorted. Measured seconds after the cell.
+            fed, bound = f"raw fed from a queue of {top}", cell.fed_texts_per_s
+            found.append((f"{fed} / sorted ceiling", _ratio(bound, refs.ceiling.texts_per_s), "x", None))
+            found.append((f"{strategy} c={top} / {fed}", _ratio(cell.throughput, bound), "x", None))
     for strategy in strategies:
         cell = _find(cells, strategy, top)
         if cell is not None:

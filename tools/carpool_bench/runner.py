@@ -132,7 +132,7 @@ def _run_cell(
             f"  alternated with the raw batch-1 call: served p50 {cell.paired_p50_ms:.2f} ms, "
             f"raw {cell.paired_raw_p50_ms:.2f} ms, gap {cell.paired_gap_ms:.2f} ms"
         )
-    if cell.fed_ratio is not None and fed is not None:
+    if fed is not None:
         say(
             f"  the raw model fed from a full queue of {step.concurrency} (the pod's pick): "
             f"{fed[0]:.1f} texts/s, {fed[1]:.1f} a pass; the cell served {cell.fed_ratio:.2f}x of it"
@@ -148,9 +148,9 @@ def _fed(
     """A top-concurrency cell's bound, measured with the pod idle just after it: the raw model fed
     for `duration_s` from a queue that always holds `queue` texts, as many as the cell's clients
     can keep waiting, with the riders the pod's rule picks from them (`reference.pod_feed`, its
-    fitted cost model). A closed loop of that many clients never has more to batch from, so no
-    server reaches more than this on the machine as it is. (texts/s, texts per forward pass);
-    None for a server without Carpool's /batching/stats (a v2 peer)."""
+    fitted cost model). A closed loop of that many clients never has more to batch from, so the pod
+    cannot batch better than this on the machine as it is. (texts/s, texts per forward pass); None
+    for a server without Carpool's /batching/stats (a v2 peer)."""
     if not isinstance(admin, server.Admin):
         return None
     feed = reference.pod_feed(raw, admin.stats(), settings.model)
