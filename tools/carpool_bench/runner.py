@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from carpool_bench import loadgen, reference, report, rounds, server, v2
+from serving.settings import Strategy
 
 __all__ = ["CellSettings", "Clock", "Measured", "run"]
 
@@ -34,6 +35,9 @@ class Clock:
 
 Encoder = Callable[[loadgen.Target, Sequence[str], str], list[bytes]]
 AdminSide = server.Admin | v2.V2Server  # a Carpool's admin API, or a plain v2 server driven as served
+# The strategies whose batches the pod's rider choice forms: only their cells get a fed bound
+# (single_request runs one text a pass; a plain v2 server's cells, `v2.AS_SERVED`, are not Carpool's).
+FED_STRATEGIES = frozenset({Strategy.BATCH_OPTIMIZED.value, Strategy.ADAPTIVE.value})
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def _run_cell(
     if raw is not None and step.concurrency == 1:
         paired = _pairs(settings, target, requests, raw, load)
     fed: tuple[float, float] | None = None
-    if raw is not None and step.concurrency == top and step.strategy != "single_request":
+    if raw is not None and step.concurrency == top and step.strategy in FED_STRATEGIES:
         fed = _fed(settings, admin, raw, step.concurrency)
     cell = report.Cell(
         strategy=step.strategy,
@@ -144,15 +148,12 @@ def _run_cell(
 
 def _fed(
     settings: CellSettings, admin: AdminSide, raw: reference.RawModel, queue: int
-) -> tuple[float, float] | None:
+) -> tuple[float, float]:
     """A top-concurrency cell's bound, measured with the pod idle just after it: the raw model fed
     for `duration_s` from a queue that always holds `queue` texts, as many as the cell's clients
     can keep waiting, with the riders the pod's rule picks from them (`reference.pod_feed`, its
     fitted cost model). A closed loop of that many clients never has more to batch from, so the pod
-    cannot batch better than this on the machine as it is. (texts/s, texts per forward pass); None
-    for a server without Carpool's /batching/stats (a v2 peer)."""
-    if not isinstance(admin, server.Admin):
-        return None
+    cannot batch better than this on the machine as it is. (texts/s, texts per forward pass)."""
     feed = reference.pod_feed(raw, admin.stats(), settings.model)
     return feed(queue, settings.duration_s, min(settings.warmup_s, 1.0))
 

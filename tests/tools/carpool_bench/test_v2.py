@@ -148,6 +148,9 @@ def test_any_v2_server_is_driven_as_it_is_served(
     assert all(c["completed"] > 0 and c["non_2xx"] == 0 and c["errors"] == 0 for c in results["cells"])
     assert all(c["avg_batch_size"] is None for c in results["cells"])
     assert results["references"]["ceiling"]["texts_per_s"] > 0  # the raw model still measured beside it
+    # no bound from Carpool's rider choice for a server that is not a Carpool
+    assert all(run["fed_texts_per_s"] is None for run in results["cell_runs"])
+    assert not any("raw fed" in check["name"] for check in results["checks"])
 
 
 def test_a_server_without_v2_is_refused(
