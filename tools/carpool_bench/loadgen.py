@@ -20,12 +20,21 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-__all__ = ["LoadResult", "Target", "alternate", "drive", "encode_requests", "run_blocking", "run_load"]
+__all__ = [
+    "LoadResult",
+    "Target",
+    "alternate",
+    "drive",
+    "encode_requests",
+    "post_request",
+    "run_blocking",
+    "run_load",
+]
 
 
 Result = TypeVar("Result")
@@ -83,26 +92,27 @@ def encode_requests(
     """One complete POST /predict request per text, headers and body, ready for the socket; with
     `deadline_ms`, each carries it as X-Request-Timeout-Ms."""
     extra = {} if deadline_ms is None else {"X-Request-Timeout-Ms": str(deadline_ms)}
-    return [_post(target, "/predict", {"text": text, "models": [model]}, extra) for text in texts]
+    return [post_request(target, "/predict", {"text": text, "models": [model]}, extra) for text in texts]
 
 
 def encode_batches(target: Target, texts: Sequence[str], model: str, *, items: int) -> list[bytes]:
     """POST /predict/batch requests of `items` texts each, taken from `texts` in turn."""
     return [
-        _post(
+        post_request(
             target,
             "/predict/batch",
             [{"text": texts[(start + i) % len(texts)], "models": [model]} for i in range(items)],
-            {},
         )
         for start in range(0, len(texts), items)
     ]
 
 
-def _post(target: Target, path: str, document: Any, headers: dict[str, str]) -> bytes:
+def post_request(target: Target, path: str, document: Any, headers: Mapping[str, str] | None = None) -> bytes:
+    """One complete POST of `document` as compact JSON to `path` under the target's prefix, with
+    any extra `headers`, ready for the socket."""
     host = target.host if target.port == 80 else f"{target.host}:{target.port}"
     body = json.dumps(document, separators=(",", ":")).encode()
-    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {target.prefix}{path} HTTP/1.1\r\nHost: {host}\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -12,7 +12,6 @@ level, named `as_served`, with no batch figures.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,16 +59,8 @@ def encode_requests(
     target: loadgen.Target, texts: Sequence[str], model: str, tensor: TextInput
 ) -> list[bytes]:
     """One complete POST /v2/models/{model}/infer per text, headers and body, ready for the socket."""
-    host = target.host if target.port == 80 else f"{target.host}:{target.port}"
-    encoded = []
-    for text in texts:
-        body = json.dumps({"inputs": [tensor.tensor(text)]}, separators=(",", ":")).encode()
-        head = (
-            f"POST {target.prefix}/v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        encoded.append(head.encode("latin-1") + body)
-    return encoded
+    path = f"/v2/models/{model}/infer"
+    return [loadgen.post_request(target, path, {"inputs": [tensor.tensor(text)]}) for text in texts]
 
 
 class V2Server(server.Admin):
