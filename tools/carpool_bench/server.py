@@ -155,16 +155,17 @@ class Spawned:
 class ForeignLoad:
     """How much of the machine processes other than the bench and its server used between two
     readings: the share of all cores, 0..1. Anything well above zero means the figures measured
-    meanwhile came from a machine shared with other work, and are noisy. Without the server's pid
-    (a server the bench did not start) only the bench's own process is left out, which is right
-    while that server idles (the references) and wrong while it serves."""
+    meanwhile came from a machine shared with other work, and are noisy. The server is its whole
+    process tree: the pod's model process and its HTTP worker processes, including workers that
+    ended and were reaped meanwhile. Without the server's pid (a server the bench did not start)
+    only the bench's own process is left out, which is right while that server idles (the
+    references) and wrong while it serves."""
 
     def __init__(self, server_pid: int | None) -> None:
         import psutil
 
-        self._ours = [psutil.Process()]
-        if server_pid is not None:
-            self._ours.append(psutil.Process(server_pid))
+        self._bench = psutil.Process()
+        self._server = None if server_pid is None else psutil.Process(server_pid)
         self._cores = psutil.cpu_count() or 1
         self._start = self._reading()
 
@@ -174,10 +175,16 @@ class ForeignLoad:
         system = psutil.cpu_times()
         fields = ("user", "nice", "system", "irq", "softirq", "steal")
         busy = sum(getattr(system, name, 0.0) for name in fields)
-        ours = 0.0
-        for process in self._ours:
-            times = process.cpu_times()
-            ours += times.user + times.system
+        times = self._bench.cpu_times()
+        ours = times.user + times.system
+        if self._server is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = self._server.cpu_times()  # with its reaped children: workers started again
+                ours += times.user + times.system + times.children_user + times.children_system
+                for child in self._server.children(recursive=True):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        times = child.cpu_times()
+                        ours += times.user + times.system
         return time.monotonic(), busy - ours
 
     def share(self) -> float:

@@ -9,6 +9,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,6 +236,34 @@ def test_foreign_load_counts_other_processes_not_the_bench_or_its_server() -> No
         idle_server.wait()
     cores = psutil.cpu_count() or 1
     assert 0.5 <= share * cores <= cores  # the spinner kept about one core busy
+
+
+def test_foreign_load_counts_the_servers_worker_processes_as_the_server() -> None:
+    """A pod's HTTP workers are its model process's children: their CPU is the server's, not
+    foreign load (it was, and a quiet machine read as 45 % busy with other work). One child here
+    spins and stays, like a worker; the other spins and ends, like a worker started again."""
+    spin = "import time\nend = time.time() + 0.4\nwhile time.time() < end: pass\n"
+    pod = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            f"stays = subprocess.Popen([sys.executable, '-c', {spin + 'time.sleep(30)'!r}])\n"
+            f"subprocess.Popen([sys.executable, '-c', {spin!r}]).wait()\n"
+            "time.sleep(30)",
+        ]
+    )
+    try:
+        probe = server.ForeignLoad(pod.pid)
+        time.sleep(1.0)  # both children spin, then the pod idles
+        share = probe.share()
+    finally:
+        for child in psutil.Process(pod.pid).children(recursive=True):
+            child.kill()
+        pod.kill()
+        pod.wait()
+    cores = psutil.cpu_count() or 1
+    assert share * cores < 0.3  # both children's 0.8 core-seconds counted as the server's
 
 
 def test_a_runtime_the_bench_cannot_check_itself_is_reported_not_a_traceback(
