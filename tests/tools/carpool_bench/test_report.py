@@ -116,6 +116,14 @@ def test_the_concurrency_1_goal_reads_the_alternated_pairs_when_there_are_some()
     assert paired.value == pytest.approx(1.2) and paired.goal == "<= 2" and paired.ok is True
 
 
+def test_without_concurrency_1_there_is_no_one_client_gap_to_hold_to_2_ms() -> None:
+    """A grid of 8 and 64 clients: the p50 at 8 holds queueing, so no gap line and no goal."""
+    grid = [_cell("adaptive", 8, 150.0, 50.0, 70.0), _cell("adaptive", 64, 176.0, 340.0, 520.0)]
+    found = {check.name: check for check in report.checks(grid, _same)}
+    assert not [name for name in found if "raw batch 1 p50" in name]
+    assert found["adaptive c=64 p99 / p50"].ok is True
+
+
 def test_a_top_cell_fed_bound_reads_against_the_ceiling_and_the_cell_over_it() -> None:
     """The raw model fed from a full queue of 64 ran at 180 texts/s (0.9x the 200 of the sorted
     ceiling); the cell served 153, so 0.85x of the ceiling is 0.85 / 0.9 of what its queue allowed.
