@@ -90,9 +90,15 @@ def test_int8_is_quantised_from_the_float_export_and_checked(
     [check] = model.checks
     assert check.passed and check.probes == len(runtime.PROBE_TEXTS)
     assert 0 < check.max_logit_diff <= runtime.TOLERANCE["onnx-int8"]
+    # The tiny BERT's labels are near-ties (its probabilities differ in the fourth decimal), so
+    # which of them int8 keeps depends on the CPU's int8 kernels: any label it changes must be a
+    # near-tie, and the status must count it as one.
+    assert check.clear_flips == 0
+    changed = round((1 - check.label_agreement) * check.probes * 2)  # batched and one by one
+    assert check.near_tie_flips == changed
     status = model.describe()
     assert status["runtime"] == "onnx-int8" and status["runtime_fallback"] == []
-    assert status["runtime_checks"][0]["label_agreement"] == 1.0
+    assert status["runtime_checks"] == [check.as_dict()]
     for ours, theirs in zip(probabilities(model), torch_answers, strict=True):
         assert ours == pytest.approx(theirs, abs=0.02)
     samples = model.warmup()  # the engine fits this runtime's own cost model from these
