@@ -35,6 +35,7 @@ __all__ = [
     "free_port",
     "model_entry",
     "spawned_server",
+    "tree_cpu_seconds",
 ]
 
 
@@ -145,11 +146,29 @@ class Spawned:
     pid: int
 
     def cpu_seconds(self) -> float:
-        """CPU time the server process has used so far (user + system)."""
+        """CPU time the server has used so far (user + system): the pod's model process and its
+        HTTP worker processes (`tree_cpu_seconds`)."""
         import psutil
 
-        times = psutil.Process(self.pid).cpu_times()
-        return float(times.user + times.system)
+        return tree_cpu_seconds(psutil.Process(self.pid))
+
+
+def tree_cpu_seconds(root: Any) -> float:
+    """CPU time (user + system) a `psutil.Process` and all its descendants have used so far,
+    including children that ended and were reaped (a worker started again); 0 once it is gone."""
+    import psutil
+
+    try:
+        times = root.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        children = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return float(total)
 
 
 class ForeignLoad:
@@ -178,13 +197,7 @@ class ForeignLoad:
         times = self._bench.cpu_times()
         ours = times.user + times.system
         if self._server is not None:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                times = self._server.cpu_times()  # with its reaped children: workers started again
-                ours += times.user + times.system + times.children_user + times.children_system
-                for child in self._server.children(recursive=True):
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        times = child.cpu_times()
-                        ours += times.user + times.system
+            ours += tree_cpu_seconds(self._server)
         return time.monotonic(), busy - ours
 
     def share(self) -> float:

@@ -257,6 +257,7 @@ def test_foreign_load_counts_the_servers_worker_processes_as_the_server() -> Non
         probe = server.ForeignLoad(pod.pid)
         time.sleep(1.0)  # both children spin, then the pod idles
         share = probe.share()
+        tree_cpu = server.tree_cpu_seconds(psutil.Process(pod.pid))  # what Spawned.cpu_seconds reads
     finally:
         for child in psutil.Process(pod.pid).children(recursive=True):
             child.kill()
@@ -264,6 +265,7 @@ def test_foreign_load_counts_the_servers_worker_processes_as_the_server() -> Non
         pod.wait()
     cores = psutil.cpu_count() or 1
     assert share * cores < 0.3  # both children's 0.8 core-seconds counted as the server's
+    assert tree_cpu >= 0.7
 
 
 def test_a_runtime_the_bench_cannot_check_itself_is_reported_not_a_traceback(
